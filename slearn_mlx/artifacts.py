@@ -1,0 +1,48 @@
+"""Run-folder files: JSONL rows appended as work finishes, JSON written atomically.
+
+A killed process can leave a half-written last line; reading drops it, so the work it
+described is simply redone.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import jsonlines
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as fp:
+        lines = fp.read().split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # the torn tail of an interrupted append
+                break
+            raise ValueError(f"{path}:{number}: corrupt row in a run file; delete the file to redo its stage") from None
+    return rows
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    with jsonlines.open(path, mode="a") as out:
+        out.write_all(rows)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,197 @@
+"""Read question-answer datasets into records, and split them.
+
+Accepted shapes, one object per JSONL line or per item of a JSON array:
+  {"question", "answer", "aliases"?, "choices"?, "kind"?}     the project's own shape
+  {"instruction", "input"?, "output"}                          Alpaca
+  {"messages": [..., {"role": "assistant", "content"}]}        chat
+  {"prompt", "completion"}                                      completions
+Every problem stops the load with `DataError("FILE:LINE: problem")` before any model work.
+The input file is only ever opened for reading.
+"""
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+
+KINDS = ("short", "mcq", "long")
+SHORT_ANSWER_WORDS = 12
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass
+class Record:
+    id: str
+    question: str
+    answer: str
+    kind: str
+    aliases: list[str] = field(default_factory=list)
+    choices: dict[str, str] | None = None
+    context: list[dict] = field(default_factory=list)  # chat turns before the question
+    line: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def default_dataset() -> Path:
+    return Path(str(files("slearn_mlx") / "datasets" / "default.jsonl"))
+
+
+def record_id(question: str, answer: str, context: list[dict]) -> str:
+    """Stable across runs and machines: a hash of the content, not the position."""
+    payload = json.dumps([context, question, answer], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _text(obj: dict, key: str, where: str, required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise DataError(f"{where}: missing field '{key}'")
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
+    return value.strip()
+
+
+def _from_messages(obj: dict, where: str) -> tuple[str, str, list[dict]]:
+    messages = obj["messages"]
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise DataError(f"{where}: 'messages' must be a list of at least a user and an assistant turn")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"{where}: messages[{i}] must be an object with string 'role' and 'content'")
+    if messages[-1]["role"] != "assistant" or messages[-2]["role"] != "user":
+        raise DataError(f"{where}: 'messages' must end with a user turn followed by an assistant turn")
+    context = [{"role": m["role"], "content": m["content"]} for m in messages[:-2]]
+    return messages[-2]["content"].strip(), messages[-1]["content"].strip(), context
+
+
+def guess_kind(answer: str, choices: dict | None) -> str:
+    if choices or re.fullmatch(r"[A-Ea-e]", answer):
+        return "mcq"
+    return "short" if len(answer.split()) <= SHORT_ANSWER_WORDS else "long"
+
+
+def parse_record(obj, where: str) -> Record:
+    """One raw object in any accepted shape -> a Record, or a DataError naming `where`."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    context: list[dict] = []
+    if "messages" in obj:
+        question, answer, context = _from_messages(obj, where)
+    elif "instruction" in obj:
+        question = _text(obj, "instruction", where)
+        if extra := _text(obj, "input", where, required=False):
+            question = f"{question}\n\n{extra}"
+        answer = _text(obj, "output", where)
+    elif "prompt" in obj:
+        question, answer = _text(obj, "prompt", where), _text(obj, "completion", where)
+    elif "question" in obj:
+        question, answer = _text(obj, "question", where), _text(obj, "answer", where)
+    else:
+        raise DataError(f"{where}: no known shape (need question/answer, instruction/output, messages, or prompt/completion)")
+    if not question:
+        raise DataError(f"{where}: empty question")
+    if not answer:
+        raise DataError(f"{where}: empty answer")
+
+    aliases = obj.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise DataError(f"{where}: 'aliases' must be a list of strings")
+    choices = obj.get("choices")
+    if choices is not None and not (isinstance(choices, dict) and all(isinstance(v, str) for v in choices.values())):
+        raise DataError(f"{where}: 'choices' must be an object mapping option letters to strings")
+    kind = obj.get("kind") or guess_kind(answer, choices)
+    if kind not in KINDS:
+        raise DataError(f"{where}: 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    return Record(
+        id=record_id(question, answer, context),
+        question=question,
+        answer=answer,
+        kind=kind,
+        aliases=[a.strip() for a in aliases if a.strip()],
+        choices=choices,
+        context=context,
+    )
+
+
+def _json_array_items(text: str, path: Path):
+    """Yield (line, object) for each item of a top-level JSON array, keeping line numbers for errors."""
+    decoder = json.JSONDecoder()
+    pos = len(text) - len(text.lstrip())
+    if not text[pos:].startswith("["):
+        raise DataError(f"{path}:1: a .json dataset must be an array of objects (use .jsonl for one object per line)")
+    pos += 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text):
+            raise DataError(f"{path}:{text.count(chr(10)) + 1}: unterminated JSON array")
+        if text[pos] == "]":
+            return
+        line = text.count("\n", 0, pos) + 1
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        yield line, obj
+
+
+def _raw_items(path: Path):
+    if path.suffix == ".json":
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        yield from _json_array_items(text, path)
+        return
+    with open(path, "rb") as fp:
+        for line, raw in enumerate(fp, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            text = text.lstrip("\ufeff").strip()
+            if not text:
+                continue
+            try:
+                yield line, json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})") from None
+
+
+def load_records(path: Path) -> list[Record]:
+    """All records of a dataset file, validated; raises DataError on the first problem."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    records: list[Record] = []
+    first_line: dict[str, int] = {}
+    for line, obj in _raw_items(path):
+        record = parse_record(obj, f"{path}:{line}")
+        record.line = line
+        if record.id in first_line:
+            raise DataError(f"{path}:{line}: repeats the question and answer of line {first_line[record.id]}")
+        first_line[record.id] = line
+        records.append(record)
+    if not records:
+        raise DataError(f"{path}: no records (the file is empty)")
+    return records
+
+
+def holdout_ids(records: list[Record], fraction: float, seed: int) -> set[str]:
+    """A seeded held-out split that is never trained on; the same records for the same data and seed."""
+    ids = sorted(r.id for r in records)
+    count = round(len(ids) * fraction)
+    return set(random.Random(seed).sample(ids, count))
