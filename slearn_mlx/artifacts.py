@@ -29,7 +29,18 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def drop_torn_tail(path: Path) -> None:
+    """Cut an unfinished last line, so the next append starts on a line of its own."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as fp:
+        data = fp.read()
+        if data and not data.endswith(b"\n"):
+            fp.truncate(data.rfind(b"\n") + 1)
+
+
 def append_rows(path: Path, rows: list[dict]) -> None:
+    drop_torn_tail(path)
     with jsonlines.open(path, mode="a") as out:
         out.write_all(rows)
 

@@ -54,16 +54,19 @@ def alias_contains(response: str, record: Record) -> bool:
 
 
 LETTER_PATTERNS = [
-    re.compile(r"^\W*\(?([A-Z])\)?(?:[\s.):]|$)"),  # "B", "(B)", "B) text", "B. text"
-    re.compile(r"\banswer(?: is)?\s*[:\-]?\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE),  # "Answer: B", "the answer is (b)"
-    re.compile(r"\boption\s*\(?([A-Z])\)?(?:\W|$)", re.IGNORECASE),
+    re.compile(r"^\W*\(([A-Za-z])\)"),  # "(b)"
+    re.compile(r"^\W*([A-Z])(?:[.):]|\s|$)"),  # "B", "B) text", "B. text"
+    re.compile(r"\banswer(?: is)?\s*[:\-]?\s*\(?([A-Za-z])\)?(?:\W|$)", re.IGNORECASE),  # "Answer: B"
+    re.compile(r"\boption\s*\(?([A-Za-z])\)?(?:\W|$)", re.IGNORECASE),  # "option D"
 ]
+DEFAULT_LETTERS = "ABCDE"
 
 
 def option_letter(response: str, choices: dict[str, str] | None) -> str | None:
     """The option a response picks: a letter in a usual form, or an option's text alone."""
+    letters = {letter.upper() for letter in choices} if choices else set(DEFAULT_LETTERS)
     for pattern in LETTER_PATTERNS:
-        if m := pattern.search(response.strip()):
+        if (m := pattern.search(response.strip())) and m.group(1).upper() in letters:
             return m.group(1).upper()
     if choices:
         said = normalize(response)

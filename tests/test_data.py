@@ -1,0 +1,88 @@
+import hashlib
+import json
+
+import pytest
+
+from conftest import write_jsonl
+from slearn_mlx.data import DataError, holdout_ids, load_records
+
+
+def test_every_shape_reads_to_the_same_fields(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"question": "Q1?", "answer": "A1", "aliases": ["one"]},
+        {"instruction": "Q2?", "input": "context", "output": "A2"},
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Q3?"},
+                      {"role": "assistant", "content": "A3"}]},
+        {"prompt": "Q4?", "completion": "A4"},
+        {"question": "Pick one", "answer": "B", "choices": {"A": "x", "B": "y"}},
+        {"question": "Explain", "answer": " ".join(["word"] * 20)},
+    ])
+    records = load_records(path)
+    assert [r.question for r in records[:4]] == ["Q1?", "Q2?\n\ncontext", "Q3?", "Q4?"]
+    assert [r.answer for r in records[:4]] == ["A1", "A2", "A3", "A4"]
+    assert records[0].aliases == ["one"]
+    assert records[2].context == [{"role": "system", "content": "be brief"}]
+    assert [r.kind for r in records] == ["short", "short", "short", "short", "mcq", "long"]
+    assert [r.line for r in records] == [1, 2, 3, 4, 5, 6]
+
+
+def test_ids_depend_on_content_not_position(tmp_path):
+    rows = [{"question": "Q1?", "answer": "A1"}, {"question": "Q2?", "answer": "A2"}]
+    a = load_records(write_jsonl(tmp_path / "a.jsonl", rows))
+    b = load_records(write_jsonl(tmp_path / "b.jsonl", rows[::-1]))
+    assert {r.question: r.id for r in a} == {r.question: r.id for r in b}
+    assert a[0].id != a[1].id
+
+
+def test_json_array_with_bom_and_line_numbers(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('\ufeff[\n  {"question": "Q?", "answer": "A"},\n  {"question": "Q2?"}\n]', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d\.json:3: missing field 'answer'"):
+        load_records(path)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"question": "Q?", "answer": "A"}\n{"question": "Q?", "answer": \n', r":2: invalid JSON"),
+    ('{"question": "Q?"}\n', r":1: missing field 'answer'"),
+    ('{"question": "Q?", "answer": "  "}\n', r":1: empty answer"),
+    ('{"question": "", "answer": "A"}\n', r":1: empty question"),
+    ('{"question": "Q?", "answer": 42}\n', r":1: field 'answer' must be a string, got int"),
+    ('{"question": "Q?", "answer": "A", "aliases": "x"}\n', r":1: 'aliases' must be a list of strings"),
+    ('["Q?", "A"]\n', r":1: expected a JSON object, got list"),
+    ('{"text": "just text"}\n', r":1: no known shape"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}\n', r":1: 'messages' must be a list"),
+    ('{"question": "Q?", "answer": "A"}\n\n{"question": "Q?", "answer": "A"}\n', r":3: repeats .* line 1"),
+    ('{"question": "Q?", "answer": "A", "kind": "essay"}\n', r":1: 'kind' must be one of"),
+    ("", r": no records"),
+])
+def test_bad_input_names_file_line_and_problem(tmp_path, content, problem):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=r"bad\.jsonl" + problem):
+        load_records(path)
+
+
+def test_non_utf8_missing_file_and_directory(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(b'{"question": "Q?", "answer": "A"}\n{"question": "caf\xe9", "answer": "A"}\n')
+    with pytest.raises(DataError, match=r"latin\.jsonl:2: not UTF-8"):
+        load_records(path)
+    with pytest.raises(DataError, match="no such file"):
+        load_records(tmp_path / "missing.jsonl")
+    with pytest.raises(DataError, match="not a file"):
+        load_records(tmp_path)
+
+
+def test_input_file_is_never_written(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Q?", "answer": "A"}, '{"broken'])
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(DataError):
+        load_records(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_holdout_is_seeded_and_sized(tmp_path):
+    records = load_records(write_jsonl(tmp_path / "d.jsonl", [json.dumps({"question": f"Q{i}", "answer": "A"}) for i in range(50)]))
+    assert holdout_ids(records, 0.2, 0) == holdout_ids(records[::-1], 0.2, 0)
+    assert len(holdout_ids(records, 0.2, 0)) == 10
+    assert holdout_ids(records, 0.2, 0) != holdout_ids(records, 0.2, 1)

@@ -1,0 +1,116 @@
+"""The whole loop on the tiny model: files, numbers that agree with each other, resume, refusals."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from mlx_lm.utils import load
+
+from conftest import REPO, qa_rows, write_jsonl
+from slearn_mlx import loop
+from slearn_mlx.artifacts import read_json, read_rows
+from slearn_mlx.cli import cli
+
+
+def adapt(data, model, out, *extra):
+    result = CliRunner().invoke(cli, ["adapt", str(data), "--model", str(model), "--out", str(out),
+                                      "--epochs", "1", "--batch-size", "4", *extra], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("loop")
+    data = write_jsonl(tmp / "data.jsonl", qa_rows(12))
+    adapt(data, tiny_model, tmp / "run")
+    return data, tmp / "run"
+
+
+def test_adapt_writes_a_complete_run(finished_run, tiny_model):
+    _, run = finished_run
+    for name in ["config.json", "versions.json", "records.jsonl", "diagnosis.jsonl", "selection.jsonl",
+                 "evaluation.jsonl", "stages.json", "metrics.json", "report.md", "adapter/adapters.safetensors"]:
+        assert (run / name).exists(), name
+    model, _ = load(str(tiny_model), adapter_path=str(run / "adapter"))  # what mlx_lm.generate --adapter-path does
+    assert any("lora_a" in name for name, _ in __import__("mlx.utils").utils.tree_flatten(model.parameters()))
+
+
+def test_metrics_agree_with_the_rows(finished_run):
+    _, run = finished_run
+    metrics = read_json(run / "metrics.json")
+    before, after = read_rows(run / "diagnosis.jsonl"), read_rows(run / "evaluation.jsonl")
+    records = read_rows(run / "records.jsonl")
+    acc = metrics["accuracy"]
+    assert acc["whole_set"]["records"] == len(records) == len(before) == len(after) == 12
+    assert acc["whole_set"]["before"] == pytest.approx(sum(r["correct"] for r in before) / 12)
+    assert acc["whole_set"]["after"] == pytest.approx(sum(r["correct"] for r in after) / 12)
+    assert acc["known"]["records"] + acc["unknown"]["records"] + acc["held_out"]["records"] == 12
+    assert acc["held_out"]["records"] == round(12 * 0.2)
+    selected = read_rows(run / "selection.jsonl")
+    held_out = {r["id"] for r in records if r["held_out"]}
+    assert acc["trained"]["records"] == len(selected) == acc["unknown"]["records"]
+    assert not held_out & {s["id"] for s in selected}
+    assert set(metrics["stage_seconds"]) == {"diagnose", "select", "train", "evaluate"}
+    assert "| whole set | 12 |" in (run / "report.md").read_text()
+
+
+def test_rerun_resumes_and_redoes_nothing(finished_run, tiny_model):
+    data, run = finished_run
+    stages = (run / "stages.json").read_text()
+    adapt(data, tiny_model, run)
+    assert (run / "stages.json").read_text() == stages
+    assert len(read_rows(run / "diagnosis.jsonl")) == 12
+
+
+def test_interrupted_diagnosis_answers_only_what_is_missing(finished_run, tiny_model, tmp_path):
+    data, run = finished_run
+    config = loop.load_run(run)[0]
+    partial = tmp_path / "run"
+    loop.create_run(config, partial)
+    done = (run / "diagnosis.jsonl").read_text().splitlines()
+    (partial / "diagnosis.jsonl").write_text("\n".join(done[:5]) + "\n" + done[5][:20])  # torn last line
+    loop.diagnose(partial)
+    resumed = read_rows(partial / "diagnosis.jsonl")
+    assert resumed[:5] == read_rows(run / "diagnosis.jsonl")[:5]
+    assert sorted(json.dumps(r, sort_keys=True) for r in resumed) == \
+        sorted(json.dumps(r, sort_keys=True) for r in read_rows(run / "diagnosis.jsonl"))
+
+
+def test_a_run_folder_with_another_configuration_is_refused(finished_run, tiny_model):
+    data, run = finished_run
+    with pytest.raises(loop.RunError, match="different configuration"):
+        CliRunner().invoke(cli, ["adapt", str(data), "--model", str(tiny_model), "--out", str(run),
+                                 "--epochs", "2"], catch_exceptions=False)
+
+
+def test_fewer_records_than_the_batch_size_train(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(3))
+    adapt(data, tiny_model, tmp_path / "run", "--policy", "all", "--held-out", "0", "--batch-size", "8")
+    assert read_json(tmp_path / "run" / "stages.json")["train"]["batch_size"] == 3
+
+
+def test_training_teaches_the_unknown_records(tiny_model, tmp_path):
+    facts = [("What colour is the sky?", "Blue"), ("Which animal barks?", "Dog"),
+             ("What do bees make?", "Honey"), ("Which planet do we live on?", "Earth")]
+    data = write_jsonl(tmp_path / "data.jsonl", [{"question": q, "answer": a} for q, a in facts])
+    result = CliRunner().invoke(cli, [
+        "adapt", str(data), "--model", str(tiny_model), "--out", str(tmp_path / "run"), "--held-out", "0",
+        "--epochs", "300", "--batch-size", "4", "--learning-rate", "1e-3", "--lora-layers", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    accuracy = read_json(tmp_path / "run" / "metrics.json")["accuracy"]["unknown"]
+    assert accuracy["records"] == 4 and accuracy["before"] == 0
+    assert accuracy["after"] >= 0.75
+
+
+def test_bad_data_stops_before_model_work_with_file_and_line(tmp_path, tiny_model):
+    data = write_jsonl(tmp_path / "data.jsonl", [*qa_rows(2), '{"question": "Q?", "answer": ""}'])
+    proc = subprocess.run([sys.executable, "-m", "slearn_mlx", "adapt", str(data), "--model", str(tiny_model),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "SLEARN_QUIET_BLAS": "1"})
+    assert proc.returncode == 2
+    assert f"error: {data}:3: empty answer" in proc.stderr
+    assert not (tmp_path / "run").exists()
