@@ -8,16 +8,11 @@ imports of mlx on purpose: `slearn_mlx/__init__.py` runs it first.
 """
 
 import ctypes
+import ctypes.util
 import os
 import platform
 import sys
 
-OPENBLAS_PATHS = (
-    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
-    "/usr/lib64/libopenblas.so.0",
-    "/usr/lib/libopenblas.so.0",
-)
 INSTALL_HINT = (
     "slearn-mlx: OpenBLAS not found, MLX will use its slow reference BLAS on this CPU; "
     "install it with: sudo apt-get install libopenblas0-pthread"
@@ -35,11 +30,10 @@ def preload_openblas() -> str | None:
         # Too late to change which BLAS mlx resolved; say so rather than pretend.
         print("slearn-mlx: mlx was imported before slearn_mlx; OpenBLAS not preloaded", file=sys.stderr)
         return None
-    for path in OPENBLAS_PATHS:
-        if os.path.exists(path):
-            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            loaded_openblas = path
-            return path
+    if name := ctypes.util.find_library("openblas"):
+        ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+        loaded_openblas = name
+        return name
     if not os.environ.get("SLEARN_QUIET_BLAS"):
         print(INSTALL_HINT, file=sys.stderr)
     return None

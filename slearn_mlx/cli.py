@@ -1,5 +1,6 @@
 """`python -m slearn_mlx`: thin commands over `slearn_mlx.loop`."""
 
+import logging
 import sys
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def evaluate(run):
 
 
 def main():
+    logging.basicConfig(format="slearn-mlx: %(message)s", level=logging.INFO)
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:

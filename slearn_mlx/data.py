@@ -11,12 +11,15 @@ The input file is only ever opened for reading.
 
 import hashlib
 import json
+import logging
 import random
 import re
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+
+log = logging.getLogger("slearn_mlx")
 
 KINDS = ("short", "mcq", "long")
 SHORT_ANSWER_WORDS = 12
@@ -45,9 +48,9 @@ def default_dataset() -> Path:
     return Path(str(files("slearn_mlx") / "datasets" / "default.jsonl"))
 
 
-def record_id(question: str, answer: str, context: list[dict]) -> str:
+def record_id(question: str, answer: str, context: list[dict], choices: dict | None) -> str:
     """Stable across runs and machines: a hash of the content, not the position."""
-    payload = json.dumps([context, question, answer], ensure_ascii=False, sort_keys=True)
+    payload = json.dumps([context, question, answer, choices], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -114,7 +117,7 @@ def parse_record(obj, where: str) -> Record:
     if kind not in KINDS:
         raise DataError(f"{where}: 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
     return Record(
-        id=record_id(question, answer, context),
+        id=record_id(question, answer, context, choices),
         question=question,
         answer=answer,
         kind=kind,
@@ -178,15 +181,21 @@ def load_records(path: Path) -> list[Record]:
         raise DataError(f"{path}: not a file")
     records: list[Record] = []
     first_line: dict[str, int] = {}
+    repeats: list[str] = []
     for line, obj in _raw_items(path):
         record = parse_record(obj, f"{path}:{line}")
         record.line = line
         if record.id in first_line:
-            raise DataError(f"{path}:{line}: repeats the question and answer of line {first_line[record.id]}")
+            # Real datasets repeat pairs; an identical pair adds nothing but weight, so it counts once.
+            repeats.append(f"line {line} repeats line {first_line[record.id]}")
+            continue
         first_line[record.id] = line
         records.append(record)
     if not records:
         raise DataError(f"{path}: no records (the file is empty)")
+    if repeats:
+        shown = "; ".join(repeats[:3]) + ("; ..." if len(repeats) > 3 else "")
+        log.warning(f"{path}: {len(repeats)} records repeat an earlier one and are counted once ({shown})")
     return records
 
 

@@ -70,11 +70,14 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
-@pytest.fixture(autouse=True)
-def offline_hub(monkeypatch, tmp_path):
-    """No test may reach a model hub, or use the developer's model store."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("SLEARN_MLX_MODELS", str(tmp_path / "models"))
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory):
+    """No test may reach a model hub or touch the developer's model store; the store starts empty,
+    so the first use of the default model in the session imports it from its GGUF."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("SLEARN_MLX_MODELS", str(tmp_path_factory.mktemp("store")))
+        yield
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

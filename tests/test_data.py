@@ -51,7 +51,6 @@ def test_json_array_with_bom_and_line_numbers(tmp_path):
     ('["Q?", "A"]\n', r":1: expected a JSON object, got list"),
     ('{"text": "just text"}\n', r":1: no known shape"),
     ('{"messages": [{"role": "user", "content": "hi"}]}\n', r":1: 'messages' must be a list"),
-    ('{"question": "Q?", "answer": "A"}\n\n{"question": "Q?", "answer": "A"}\n', r":3: repeats .* line 1"),
     ('{"question": "Q?", "answer": "A", "kind": "essay"}\n', r":1: 'kind' must be one of"),
     ("", r": no records"),
 ])
@@ -86,3 +85,16 @@ def test_holdout_is_seeded_and_sized(tmp_path):
     assert holdout_ids(records, 0.2, 0) == holdout_ids(records[::-1], 0.2, 0)
     assert len(holdout_ids(records, 0.2, 0)) == 10
     assert holdout_ids(records, 0.2, 0) != holdout_ids(records, 0.2, 1)
+
+
+def test_a_repeated_pair_counts_once_and_is_reported(tmp_path, caplog):
+    rows = [{"question": "Q?", "answer": "A"}, {"question": "Q2?", "answer": "B"}, {"question": "Q?", "answer": "A"}]
+    records = load_records(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert [r.line for r in records] == [1, 2]
+    assert "1 records repeat an earlier one and are counted once (line 3 repeats line 1)" in caplog.text
+
+
+def test_multiple_choice_with_other_options_is_another_record(tmp_path):
+    rows = [{"question": "Q?", "answer": "B", "choices": {"A": "x", "B": "y"}},
+            {"question": "Q?", "answer": "B", "choices": {"A": "x", "B": "z"}}]
+    assert len(load_records(write_jsonl(tmp_path / "d.jsonl", rows))) == 2

