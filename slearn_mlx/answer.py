@@ -5,6 +5,7 @@ diagnosis measures is what training changes.
 """
 
 from mlx_lm import batch_generate
+from mlx_lm.sample_utils import make_sampler
 
 from .data import Record
 
@@ -30,11 +31,13 @@ def training_messages(record: Record, target: str) -> list[dict]:
     return [*prompt_messages(record), {"role": "assistant", "content": target}]
 
 
-def answer_batch(model, tokenizer, records: list[Record]) -> list[str]:
-    """Greedy answers for a batch of records, in order."""
+def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[str]:
+    """Answers for a batch of records, in order: greedy, or sampled at a temperature."""
     prompts = [tokenizer.apply_chat_template(prompt_messages(r), add_generation_prompt=True) for r in records]
     budgets = [MAX_NEW_TOKENS[r.kind] for r in records]
-    return [text.strip() for text in batch_generate(model, tokenizer, prompts, max_tokens=budgets).texts]
+    sampler = make_sampler(temp=temperature) if temperature > 0 else None
+    texts = batch_generate(model, tokenizer, prompts, max_tokens=budgets, sampler=sampler).texts
+    return [text.strip() for text in texts]
 
 
 def length_sorted_batches(records: list[Record], batch_size: int) -> list[list[Record]]:

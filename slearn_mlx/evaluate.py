@@ -28,19 +28,45 @@ def grade_batch(records: list[Record], responses: list[str], judge: Judge | None
     return grades
 
 
+def score(model, tokenizer, records: list[Record], judge: Judge | None) -> list[dict]:
+    """Rows {id, response, correct, grader, score} for one batch of records."""
+    responses = answer_batch(model, tokenizer, records)
+    return [
+        {"id": r.id, "response": resp, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4)}
+        for r, resp, g in zip(records, responses, grade_batch(records, responses, judge))
+    ]
+
+
 def answer_and_grade(
     model, tokenizer, records: list[Record], out_path: Path, judge: Judge | None, batch_size: int, desc: str
 ) -> list[dict]:
-    """One row per record: {id, response, correct, grader, score}; finished rows in out_path are kept."""
+    """One row per record; rows already in out_path are kept, the rest are answered and appended."""
     done = {row["id"]: row for row in read_rows(out_path)}
     todo = [r for r in records if r.id not in done]
     with tqdm(total=len(records), initial=len(records) - len(todo), desc=desc, unit="q") as bar:
         for batch in length_sorted_batches(todo, batch_size):
-            responses = answer_batch(model, tokenizer, batch)
-            rows = [
-                {"id": r.id, "response": resp, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4)}
-                for r, resp, g in zip(batch, responses, grade_batch(batch, responses, judge))
-            ]
+            rows = score(model, tokenizer, batch, judge)
+            append_rows(out_path, rows)
+            done.update((row["id"], row) for row in rows)
+            bar.update(len(batch))
+    return [done[r.id] for r in records]
+
+
+def sample_and_grade(
+    model, tokenizer, records: list[Record], out_path: Path, judge: Judge | None, batch_size: int,
+    samples: int, temperature: float,
+) -> list[dict]:
+    """Rows {id, samples_correct: [bool] * samples} from answers sampled at a temperature."""
+    done = {row["id"]: row for row in read_rows(out_path)}
+    todo = [r for r in records if r.id not in done]
+    per_batch = max(1, batch_size // samples)
+    with tqdm(total=len(records), initial=len(records) - len(todo), desc="sample", unit="q") as bar:
+        for batch in length_sorted_batches(todo, per_batch):
+            repeated = [r for r in batch for _ in range(samples)]
+            responses = answer_batch(model, tokenizer, repeated, temperature)
+            grades = grade_batch(repeated, responses, judge)
+            rows = [{"id": r.id, "samples_correct": [g.correct for g in grades[i * samples:(i + 1) * samples]]}
+                    for i, r in enumerate(batch)]
             append_rows(out_path, rows)
             done.update((row["id"], row) for row in rows)
             bar.update(len(batch))
@@ -51,21 +77,22 @@ def accuracy(rows: dict[str, dict], ids: list[str]) -> float | None:
     return sum(rows[i]["correct"] for i in ids) / len(ids) if ids else None
 
 
-def accuracy_table(before: list[dict], after: list[dict] | None, trained_ids: set[str], held_out: set[str]) -> dict:
-    """Accuracy before and after, for the known, unknown, trained, held-out records and the whole set.
+def accuracy_table(before: list[dict], after: list[dict] | None, trained_ids: set[str], splits: dict[str, str]) -> dict:
+    """Accuracy before and after, for the known, unknown, trained, validation, held-out records and the whole set.
 
     Known and unknown are the training split's records the model answered right or wrong in
-    the diagnosis; held-out records are never trained on.
+    the diagnosis; validation and held-out records are never trained on.
     """
     before_by_id = {row["id"]: row for row in before}
     after_by_id = {row["id"]: row for row in after} if after else None
     ids = [row["id"] for row in before]
-    train_split = [i for i in ids if i not in held_out]
+    train_split = [i for i in ids if splits[i] == "train"]
     groups = {
         "known": [i for i in train_split if before_by_id[i]["correct"]],
         "unknown": [i for i in train_split if not before_by_id[i]["correct"]],
         "trained": [i for i in ids if i in trained_ids],
-        "held_out": [i for i in ids if i in held_out],
+        "validation": [i for i in ids if splits[i] == "validation"],
+        "held_out": [i for i in ids if splits[i] == "held_out"],
         "whole_set": ids,
     }
     return {

@@ -1,13 +1,14 @@
-"""The self-learning loop over a run folder: diagnose -> select -> train -> evaluate -> report.
+"""The self-learning loop over a run folder: diagnose -> (sample) -> select -> train -> evaluate.
 
 Each stage reads what the previous one wrote in the run folder and writes its own files,
 so a stage can run alone (`slearn_mlx train RUN`) and a rerun skips finished stages.
 
     RUN/config.json        the resolved configuration (a different one is refused)
     RUN/versions.json      software and device
-    RUN/records.jsonl      the dataset as loaded, with ids and the held-out flag
-    RUN/diagnosis.jsonl    the base model's answers and grades
-    RUN/selection.jsonl    the records chosen for training, with the reason
+    RUN/records.jsonl      the dataset as loaded, with ids and split (train/validation/held_out)
+    RUN/diagnosis.jsonl    the base model's greedy answers and grades
+    RUN/samples.jsonl      SliCK only: grades of answers sampled at a temperature
+    RUN/selection.jsonl    every training record, whether it was selected, its target, and why
     RUN/adapter/           LoRA adapter (mlx_lm --adapter-path), train_log.jsonl
     RUN/evaluation.jsonl   the adapted model's answers and grades
     RUN/stages.json        wall time of each finished stage
@@ -24,15 +25,15 @@ from pathlib import Path
 
 from . import __version__, blas
 from .artifacts import read_json, read_rows, write_atomic, write_json
-from .data import Record, default_dataset, holdout_ids, load_records
-from .evaluate import accuracy_table, answer_and_grade
+from .data import Record, assign_splits, default_dataset, load_records
+from .evaluate import accuracy_table, answer_and_grade, sample_and_grade, score
 from .grade import judge
 from .models import load_model, resolve_model, runs_on_cpu
 from .report import render_report
-from .select import select_records
+from .select import SelectConfig, select_records
 from .train import TrainConfig, train_lora
 
-STAGES = ("diagnose", "select", "train", "evaluate")
+STAGES = ("diagnose", "sample", "select", "train", "evaluate")
 
 
 class RunError(ValueError):
@@ -43,16 +44,22 @@ class RunError(ValueError):
 class RunConfig:
     data: str
     model: str
-    policy: str = "unknown"
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     held_out_fraction: float = 0.2
+    validation_fraction: float = 0.1
     seed: int = 0
     answer_batch_size: int = 64
     judge_model: str | None = None  # default: the model being adapted, without adapter
-    train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_json(cls, obj: dict) -> "RunConfig":
-        return cls(**{**obj, "train": TrainConfig(**obj["train"])})
+        select = SelectConfig(**{**obj["select"], "slick_keep": tuple(obj["select"]["slick_keep"])})
+        return cls(**{**obj, "select": select, "train": TrainConfig(**obj["train"])})
+
+    def to_json(self) -> dict:
+        """As config.json holds it (tuples become lists), so a reread config compares equal."""
+        return json.loads(json.dumps({**asdict(self), "data_sha256": file_digest(Path(self.data))}))
 
 
 def file_digest(path: Path) -> str:
@@ -60,8 +67,7 @@ def file_digest(path: Path) -> str:
 
 
 def config_fingerprint(config: RunConfig) -> str:
-    payload = json.dumps({**asdict(config), "data_sha256": file_digest(Path(config.data))}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(config.to_json(), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
@@ -70,8 +76,9 @@ def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
     return RunConfig(data=str(data_path), model=str(resolve_model(model).resolve()), **options)
 
 
-def default_run_dir(config: RunConfig) -> Path:
-    return Path("runs") / f"{Path(config.data).stem}-{Path(config.model).name}-{config.policy}-{config_fingerprint(config)}"
+def default_run_dir(config: RunConfig, label: str | None = None) -> Path:
+    name = f"{Path(config.data).stem}-{Path(config.model).name}-{label or config.select.policy}"
+    return Path("runs") / f"{name}-{config_fingerprint(config)}"
 
 
 def versions() -> dict:
@@ -94,30 +101,43 @@ def create_run(config: RunConfig, run_dir: Path) -> Path:
     """Create the run folder, or reopen it when it was made with the same configuration."""
     records = load_records(Path(config.data))  # bad data stops here, before any model work
     config_path = run_dir / "config.json"
-    wanted = {**asdict(config), "data_sha256": file_digest(Path(config.data))}
     if config_path.exists():
-        if read_json(config_path) != wanted:
+        if read_json(config_path) != config.to_json():
             raise RunError(f"{run_dir} holds a run with a different configuration or data; choose another --out")
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run folder; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
-    held_out = holdout_ids(records, config.held_out_fraction, config.seed)
-    lines = [json.dumps({**r.to_json(), "held_out": r.id in held_out}, ensure_ascii=False) for r in records]
+    splits = assign_splits(records, config.held_out_fraction, config.validation_fraction, config.seed)
+    lines = [json.dumps({**r.to_json(), "split": splits[r.id]}, ensure_ascii=False) for r in records]
     write_atomic(run_dir / "records.jsonl", "\n".join(lines) + "\n")
     write_json(run_dir / "versions.json", versions())
-    write_json(config_path, wanted)
+    write_json(config_path, config.to_json())
     return run_dir
 
 
-def load_run(run_dir: Path) -> tuple[RunConfig, list[Record], set[str]]:
+@dataclass
+class Run:
+    dir: Path
+    config: RunConfig
+    records: list[Record]
+    splits: dict[str, str]
+
+    def ids(self, split: str) -> set[str]:
+        return {i for i, s in self.splits.items() if s == split}
+
+    def records_in(self, split: str) -> list[Record]:
+        return [r for r in self.records if self.splits[r.id] == split]
+
+
+def load_run(run_dir: Path) -> Run:
     if not (run_dir / "config.json").exists():
         raise RunError(f"{run_dir}: not a run folder (no config.json); start one with `adapt` or `diagnose`")
     obj = read_json(run_dir / "config.json")
     obj.pop("data_sha256")
     rows = read_rows(run_dir / "records.jsonl")
-    held_out = {row["id"] for row in rows if row.pop("held_out")}
-    return RunConfig.from_json(obj), [Record(**row) for row in rows], held_out
+    splits = {row["id"]: row.pop("split") for row in rows}
+    return Run(run_dir, RunConfig.from_json(obj), [Record(**row) for row in rows], splits)
 
 
 def finished_stages(run_dir: Path) -> dict:
@@ -144,84 +164,118 @@ def make_judge(config: RunConfig, loaded=None):
     return run_judge
 
 
-def diagnose(run_dir: Path) -> None:
-    """Answer and grade every record with the base model."""
-    config, records, _ = load_run(run_dir)
-    start = time.perf_counter()
+def base_model_and_judge(config: RunConfig):
     model, tokenizer = load_model(Path(config.model))
     same_judge = config.judge_model is None
-    rows = answer_and_grade(
-        model, tokenizer, records, run_dir / "diagnosis.jsonl",
-        make_judge(config, (model, tokenizer) if same_judge else None), config.answer_batch_size, "diagnose",
-    )
+    return model, tokenizer, make_judge(config, (model, tokenizer) if same_judge else None)
+
+
+def diagnose(run_dir: Path) -> None:
+    """Answer and grade every record with the base model."""
+    run = load_run(run_dir)
+    start = time.perf_counter()
+    model, tokenizer, run_judge = base_model_and_judge(run.config)
+    rows = answer_and_grade(model, tokenizer, run.records, run_dir / "diagnosis.jsonl", run_judge,
+                            run.config.answer_batch_size, "diagnose")
     mark_finished(run_dir, "diagnose", time.perf_counter() - start, records=len(rows),
                   correct=sum(r["correct"] for r in rows))
 
 
+def sample(run_dir: Path) -> None:
+    """SliCK only: grade k answers sampled at a temperature for every training record."""
+    run = load_run(run_dir)
+    start = time.perf_counter()
+    select_config = run.config.select
+    model, tokenizer, run_judge = base_model_and_judge(run.config)
+    sample_and_grade(model, tokenizer, run.records_in("train"), run_dir / "samples.jsonl", run_judge,
+                     run.config.answer_batch_size, select_config.slick_samples, select_config.slick_temperature)
+    mark_finished(run_dir, "sample", time.perf_counter() - start, samples=select_config.slick_samples)
+
+
 def select(run_dir: Path) -> None:
-    config, records, held_out = load_run(run_dir)
+    run = load_run(run_dir)
     start = time.perf_counter()
     diagnosis = read_rows(run_dir / "diagnosis.jsonl")
-    if len(diagnosis) != len(records):
+    if len(diagnosis) != len(run.records):
         raise RunError(f"{run_dir}: the diagnosis is not finished; run `diagnose` first")
-    selected = select_records(records, diagnosis, held_out, config.policy)
-    write_atomic(run_dir / "selection.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in selected))
-    mark_finished(run_dir, "select", time.perf_counter() - start, selected=len(selected))
+    samples = {row["id"]: row for row in read_rows(run_dir / "samples.jsonl")}
+    diagnosis = [{**row, **samples.get(row["id"], {})} for row in diagnosis]
+    rows = select_records(run.records, diagnosis, run.ids("train"), run.config.select, run.config.seed)
+    write_atomic(run_dir / "selection.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
+    mark_finished(run_dir, "select", time.perf_counter() - start, selected=sum(r["selected"] for r in rows))
+
+
+def selected_rows(run_dir: Path) -> list[dict]:
+    return [row for row in read_rows(run_dir / "selection.jsonl") if row["selected"]]
 
 
 def train(run_dir: Path) -> None:
-    config, records, _ = load_run(run_dir)
+    run = load_run(run_dir)
     start = time.perf_counter()
-    selected = read_rows(run_dir / "selection.jsonl")
+    selected = selected_rows(run_dir)
+    shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # an interrupted training starts over
     if not selected:
         # Nothing unknown: the model already answers everything; there is nothing to teach.
         mark_finished(run_dir, "train", time.perf_counter() - start, examples=0)
         return
-    by_id = {r.id: r for r in records}
-    shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # an interrupted training starts over
-    model, tokenizer = load_model(Path(config.model))
-    facts = train_lora(model, tokenizer, [(by_id[s["id"]], s["target"]) for s in selected],
-                       config.train, run_dir / "adapter")
+    by_id = {r.id: r for r in run.records}
+    model, tokenizer = load_model(Path(run.config.model))
+    run_judge = make_judge(run.config)  # not the model in training: it must judge as the base model
+    validation = run.records_in("validation")
+
+    def validate() -> float:
+        rows = [row for batch in range(0, len(validation), run.config.answer_batch_size)
+                for row in score(model, tokenizer, validation[batch:batch + run.config.answer_batch_size], run_judge)]
+        return sum(row["correct"] for row in rows) / len(rows)
+
+    facts = train_lora(model, tokenizer, [(by_id[s["id"]], s["target"]) for s in selected], run.config.train,
+                       run_dir / "adapter", validate if validation else None)
     mark_finished(run_dir, "train", time.perf_counter() - start, **facts)
 
 
 def evaluate(run_dir: Path) -> dict:
     """Answer and grade every record again with the adapter; write metrics.json and report.md."""
-    config, records, held_out = load_run(run_dir)
+    run = load_run(run_dir)
     start = time.perf_counter()
     adapter = run_dir / "adapter"
-    model, tokenizer = load_model(Path(config.model), adapter if (adapter / "adapters.safetensors").exists() else None)
-    after = answer_and_grade(model, tokenizer, records, run_dir / "evaluation.jsonl", make_judge(config),
-                             config.answer_batch_size, "evaluate")
-    mark_finished(run_dir, "evaluate", time.perf_counter() - start, records=len(after))
+    model, tokenizer = load_model(Path(run.config.model), adapter if (adapter / "adapters.safetensors").exists() else None)
+    answer_and_grade(model, tokenizer, run.records, run_dir / "evaluation.jsonl", make_judge(run.config),
+                     run.config.answer_batch_size, "evaluate")
+    mark_finished(run_dir, "evaluate", time.perf_counter() - start, records=len(run.records))
     return write_metrics(run_dir)
 
 
 def write_metrics(run_dir: Path) -> dict:
-    config, records, held_out = load_run(run_dir)
+    run = load_run(run_dir)
     before = read_rows(run_dir / "diagnosis.jsonl")
     after = read_rows(run_dir / "evaluation.jsonl")
-    trained = {s["id"] for s in read_rows(run_dir / "selection.jsonl")}
+    trained = {s["id"] for s in selected_rows(run_dir)}
     stages = finished_stages(run_dir)
     metrics = {
         "run": str(run_dir),
-        "policy": config.policy,
-        "records": len(records),
-        "accuracy": accuracy_table(before, after, trained, held_out),
+        "policy": run.config.select.policy,
+        "records": len(run.records),
+        "accuracy": accuracy_table(before, after, trained, run.splits),
         "stage_seconds": {s: stages[s]["seconds"] for s in STAGES if s in stages},
         "stages": stages,
     }
     metrics["total_seconds"] = round(sum(metrics["stage_seconds"].values()), 2)
     write_json(run_dir / "metrics.json", metrics)
-    write_atomic(run_dir / "report.md", render_report(metrics, config, records, before, after))
+    write_atomic(run_dir / "report.md", render_report(metrics, run.config, run.records, before, after))
     return metrics
+
+
+STAGE_FUNCTIONS = {"diagnose": diagnose, "sample": sample, "select": select, "train": train, "evaluate": evaluate}
+
+
+def stages_for(config: RunConfig) -> list[str]:
+    return [s for s in STAGES if s != "sample" or config.select.policy == "slick"]
 
 
 def adapt(config: RunConfig, run_dir: Path) -> dict:
     """The whole loop; stages already finished in run_dir are not redone."""
     create_run(config, run_dir)
-    stage_functions = {"diagnose": diagnose, "select": select, "train": train, "evaluate": evaluate}
-    for stage in STAGES:
+    for stage in stages_for(config):
         if stage not in finished_stages(run_dir):
-            stage_functions[stage](run_dir)
+            STAGE_FUNCTIONS[stage](run_dir)
     return write_metrics(run_dir)

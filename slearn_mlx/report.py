@@ -6,6 +6,7 @@ GROUP_TITLES = {
     "known": "known (training split, right before)",
     "unknown": "unknown (training split, wrong before)",
     "trained": "trained on",
+    "validation": "validation (never trained on; chooses the epoch)",
     "held_out": "held out (never trained on)",
     "whole_set": "whole set",
 }
@@ -35,7 +36,7 @@ def render_report(metrics: dict, config, records: list[Record], before: list[dic
         f"# slearn-mlx run: {metrics['run']}",
         "",
         f"Model `{config.model}`, data `{config.data}` ({metrics['records']} records), "
-        f"policy `{config.policy}`, {config.train.epochs} epochs, learning rate {config.train.learning_rate}.",
+        f"policy `{config.select.policy}`, {config.train.epochs} epochs, learning rate {config.train.learning_rate}.",
         "",
         "## Accuracy before and after training",
         "",

@@ -1,26 +1,69 @@
-"""Choose the records to train on from the diagnosis.
+"""Choose the records to train on from the diagnosis, and say why each was kept or dropped.
 
-`unknown` is the SLearnLLM rule: train only on what the model answered wrongly.
-`all` trains on every record of the training split, the baseline the method is compared with.
-Held-out records are never selected. Each selected row says why it was kept.
+- `unknown`: the SLearnLLM rule, train only on what the model answered wrongly.
+- `all`: every training record, the baseline the method is compared with.
+- `replay`: the unknown records plus a share of the known ones, so that training keeps
+  rehearsing what the model already knew. Trained on its unknown records alone, a small
+  model learns them and forgets much of what it knew (README, "A measured default run").
+  A known record's target is its reference answer, or with `replay_target="own"` the
+  model's own correct answer from the diagnosis (its knowledge in its own words).
+- `slick`: SliCK categories (Gekhman et al. 2024) from the greedy answer and k sampled
+  answers: HighlyKnown (greedy and all samples right), MaybeKnown (greedy right, some sample
+  wrong), WeaklyKnown (greedy wrong, some sample right), Unknown (none right). Keeps the
+  categories in `slick_keep`, by default all but HighlyKnown.
+Only records of the training split are ever selected.
 """
 
-from .data import Record
+import random
+from dataclasses import dataclass
 
-POLICIES = ("unknown", "all")
+POLICIES = ("unknown", "all", "replay", "slick")
+SLICK_CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
 
-def select_records(records: list[Record], diagnosis: list[dict], held_out: set[str], policy: str) -> list[dict]:
-    """Rows {id, target, reason} for the records to train on, the reference answer as target."""
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    correct = {row["id"]: row["correct"] for row in diagnosis}
-    selected = []
-    for record in records:
-        if record.id in held_out:
-            continue
-        if policy == "unknown" and correct[record.id]:
-            continue
-        reason = "answered correctly; policy all" if correct[record.id] else "answered wrongly"
-        selected.append({"id": record.id, "target": record.answer, "reason": reason})
-    return selected
+@dataclass
+class SelectConfig:
+    policy: str = "unknown"
+    replay_fraction: float = 0.5  # share of the known training records replayed
+    replay_target: str = "reference"  # or "own": the model's own correct answer
+    slick_samples: int = 4
+    slick_temperature: float = 0.7
+    slick_keep: tuple[str, ...] = ("MaybeKnown", "WeaklyKnown", "Unknown")
+
+
+def slick_category(greedy_correct: bool, samples_correct: list[bool]) -> str:
+    if greedy_correct:
+        return "HighlyKnown" if all(samples_correct) else "MaybeKnown"
+    return "WeaklyKnown" if any(samples_correct) else "Unknown"
+
+
+def decide(config: SelectConfig, record, row: dict, replayed: set[str]) -> tuple[bool, str, str]:
+    """(keep, target, reason) for one training record and its diagnosis row."""
+    right = "answered correctly" if row["correct"] else "answered wrongly"
+    if config.policy == "all":
+        return True, record.answer, f"{right}; policy all keeps every record"
+    if config.policy == "slick":
+        category = slick_category(row["correct"], row["samples_correct"])
+        return category in config.slick_keep, record.answer, f"SliCK {category}"
+    if not row["correct"]:
+        return True, record.answer, right
+    if config.policy == "replay" and record.id in replayed:
+        target = row["response"] if config.replay_target == "own" else record.answer
+        return True, target, f"{right}; replayed with its {config.replay_target} answer"
+    return False, "", f"{right}; already known"
+
+
+def select_records(records, diagnosis: list[dict], training_ids: set[str], config: SelectConfig,
+                   seed: int) -> list[dict]:
+    """One row per training record: {id, selected, target, reason}."""
+    if config.policy not in POLICIES:
+        raise ValueError(f"unknown policy {config.policy!r}; choose one of {', '.join(POLICIES)}")
+    rows = {row["id"]: row for row in diagnosis}
+    training = [r for r in records if r.id in training_ids]
+    known = sorted(r.id for r in training if rows[r.id]["correct"])
+    replayed = set(random.Random(seed).sample(known, round(len(known) * config.replay_fraction)))
+    decisions = []
+    for record in training:
+        keep, target, reason = decide(config, record, rows[record.id], replayed)
+        decisions.append({"id": record.id, "selected": keep, "target": target, "reason": reason})
+    return decisions

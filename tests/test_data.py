@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import write_jsonl
-from slearn_mlx.data import DataError, holdout_ids, load_records
+from slearn_mlx.data import DataError, assign_splits, load_records
 
 
 def test_every_shape_reads_to_the_same_fields(tmp_path):
@@ -80,11 +80,13 @@ def test_input_file_is_never_written(tmp_path):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
-def test_holdout_is_seeded_and_sized(tmp_path):
-    records = load_records(write_jsonl(tmp_path / "d.jsonl", [json.dumps({"question": f"Q{i}", "answer": "A"}) for i in range(50)]))
-    assert holdout_ids(records, 0.2, 0) == holdout_ids(records[::-1], 0.2, 0)
-    assert len(holdout_ids(records, 0.2, 0)) == 10
-    assert holdout_ids(records, 0.2, 0) != holdout_ids(records, 0.2, 1)
+def test_splits_are_seeded_sized_and_order_free(tmp_path):
+    rows = [json.dumps({"question": f"Q{i}", "answer": "A"}) for i in range(50)]
+    records = load_records(write_jsonl(tmp_path / "d.jsonl", rows))
+    splits = assign_splits(records, 0.2, 0.1, 0)
+    assert splits == assign_splits(records[::-1], 0.2, 0.1, 0)
+    assert sorted(splits.values()).count("held_out") == 10 and list(splits.values()).count("validation") == 5
+    assert splits != assign_splits(records, 0.2, 0.1, 1)
 
 
 def test_a_repeated_pair_counts_once_and_is_reported(tmp_path, caplog):

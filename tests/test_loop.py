@@ -48,12 +48,13 @@ def test_metrics_agree_with_the_rows(finished_run):
     assert acc["whole_set"]["records"] == len(records) == len(before) == len(after) == 12
     assert acc["whole_set"]["before"] == pytest.approx(sum(r["correct"] for r in before) / 12)
     assert acc["whole_set"]["after"] == pytest.approx(sum(r["correct"] for r in after) / 12)
-    assert acc["known"]["records"] + acc["unknown"]["records"] + acc["held_out"]["records"] == 12
-    assert acc["held_out"]["records"] == round(12 * 0.2)
-    selected = read_rows(run / "selection.jsonl")
-    held_out = {r["id"] for r in records if r["held_out"]}
+    assert acc["known"]["records"] + acc["unknown"]["records"] + acc["validation"]["records"] \
+        + acc["held_out"]["records"] == 12
+    assert acc["held_out"]["records"] == round(12 * 0.2) and acc["validation"]["records"] == round(12 * 0.1)
+    selected = [s for s in read_rows(run / "selection.jsonl") if s["selected"]]
+    never_trained = {r["id"] for r in records if r["split"] != "train"}
     assert acc["trained"]["records"] == len(selected) == acc["unknown"]["records"]
-    assert not held_out & {s["id"] for s in selected}
+    assert not never_trained & {s["id"] for s in selected}
     assert set(metrics["stage_seconds"]) == {"diagnose", "select", "train", "evaluate"}
     assert "| whole set | 12 |" in (run / "report.md").read_text()
 
@@ -68,7 +69,7 @@ def test_rerun_resumes_and_redoes_nothing(finished_run, tiny_model):
 
 def test_interrupted_diagnosis_answers_only_what_is_missing(finished_run, tiny_model, tmp_path):
     data, run = finished_run
-    config = loop.load_run(run)[0]
+    config = loop.load_run(run).config
     partial = tmp_path / "run"
     loop.create_run(config, partial)
     done = (run / "diagnosis.jsonl").read_text().splitlines()
@@ -89,7 +90,8 @@ def test_a_run_folder_with_another_configuration_is_refused(finished_run, tiny_m
 
 def test_fewer_records_than_the_batch_size_train(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(3))
-    adapt(data, tiny_model, tmp_path / "run", "--policy", "all", "--held-out", "0", "--batch-size", "8")
+    adapt(data, tiny_model, tmp_path / "run", "--policy", "all", "--held-out", "0", "--validation", "0",
+          "--batch-size", "8")
     assert read_json(tmp_path / "run" / "stages.json")["train"]["batch_size"] == 3
 
 
@@ -99,7 +101,7 @@ def test_training_teaches_the_unknown_records(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", [{"question": q, "answer": a} for q, a in facts])
     result = CliRunner().invoke(cli, [
         "adapt", str(data), "--model", str(tiny_model), "--out", str(tmp_path / "run"), "--held-out", "0",
-        "--epochs", "300", "--batch-size", "4", "--learning-rate", "1e-3", "--lora-layers", "2"], catch_exceptions=False)
+        "--validation", "0", "--epochs", "300", "--batch-size", "4", "--learning-rate", "1e-3", "--lora-layers", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     accuracy = read_json(tmp_path / "run" / "metrics.json")["accuracy"]["unknown"]
     assert accuracy["records"] == 4 and accuracy["before"] == 0

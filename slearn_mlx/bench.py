@@ -1,0 +1,113 @@
+"""The paper's experiment as a command: selection policies side by side.
+
+Every policy runs on the same data, model, seed and splits, one after the other in one
+process, each in its own run folder under the bench folder. The greedy diagnosis is made
+once and copied to the other runs: every policy's selection then starts from the same
+answers. What each policy costs is what the method needs before and during training: the
+diagnosis (none for `all`, which needs no answers), SliCK's sampling, and the training.
+The evaluation after training is measurement, not method, and is not counted.
+"""
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from .artifacts import write_atomic, write_json
+from .loop import RunConfig, adapt, create_run, finished_stages, mark_finished
+
+ACCURACY_COLUMNS = ("whole_set", "known", "unknown", "held_out")
+
+
+def share_diagnosis(source: Path, run_dir: Path) -> None:
+    """Give run_dir the diagnosis already made in source, with its cost."""
+    if "diagnose" in finished_stages(run_dir) or source == run_dir:
+        return
+    shutil.copy(source / "diagnosis.jsonl", run_dir / "diagnosis.jsonl")
+    facts = finished_stages(source)["diagnose"]
+    mark_finished(run_dir, "diagnose", facts.pop("seconds"), shared_from=str(source), **facts)
+
+
+def method_seconds(policy: str, stages: dict) -> dict:
+    diagnosis = 0.0 if policy == "all" else stages["diagnose"]["seconds"] + stages.get("sample", {}).get("seconds", 0.0)
+    training = stages["train"]["seconds"]
+    return {"diagnosis": diagnosis, "training": training, "total": diagnosis + training}
+
+
+def bench(config: RunConfig, policies: list[str], bench_dir: Path) -> list[dict]:
+    """Run each policy; write bench.json, bench.md and bench.png in bench_dir; return the table rows."""
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    first = None
+    rows = []
+    for policy in policies:
+        run_config = replace(config, select=replace(config.select, policy=policy))
+        run_dir = create_run(run_config, bench_dir / policy)
+        first = first or run_dir
+        share_diagnosis(first, run_dir)
+        metrics = adapt(run_config, run_dir)
+        if not rows:
+            rows.append({"policy": "base model", "trained": 0, "seconds": None,
+                         "accuracy": {c: metrics["accuracy"][c]["before"] for c in ACCURACY_COLUMNS}})
+        rows.append({
+            "policy": policy,
+            "trained": metrics["accuracy"]["trained"]["records"],
+            "seconds": method_seconds(policy, metrics["stages"]),
+            "accuracy": {c: metrics["accuracy"][c]["after"] for c in ACCURACY_COLUMNS},
+        })
+    write_json(bench_dir / "bench.json", rows)
+    write_atomic(bench_dir / "bench.md", render_table(rows))
+    plot(rows, bench_dir / "bench.png")
+    return rows
+
+
+def render_table(rows: list[dict]) -> str:
+    lines = [
+        "| policy | records trained | diagnosis s | training s | total s | whole set | known | unknown | held out |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        s = row["seconds"] or {}
+        times = [f"{s[k]:.0f}" if s else "-" for k in ("diagnosis", "training", "total")]
+        accuracy = [f"{100 * row['accuracy'][c]:.1f}%" if row["accuracy"][c] is not None else "-"
+                    for c in ACCURACY_COLUMNS]
+        lines.append(f"| {row['policy']} | {row['trained']} | " + " | ".join(times + accuracy) + " |")
+    baseline = next((r for r in rows if r["policy"] == "all"), None)
+    if baseline:
+        lines.append("")
+        for row in rows:
+            if row["seconds"] and row["policy"] != "all":
+                ratio = row["seconds"]["total"] / baseline["seconds"]["total"]
+                gap = 100 * (row["accuracy"]["whole_set"] - baseline["accuracy"]["whole_set"])
+                lines.append(f"- {row['policy']}: total time {ratio:.2f} of all's, whole-set accuracy {gap:+.1f} points")
+    lines += ["", "Time is what the method costs: diagnosis (none for `all`), SliCK's sampling, and training; "
+              "the evaluation after training is not counted. Known and unknown are the training split's records "
+              "the base model answered right and wrong."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc_ax, time_ax) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        values = [100 * (row["accuracy"][c] or 0) for c in ACCURACY_COLUMNS]
+        acc_ax.bar([x + i * width for x in range(len(ACCURACY_COLUMNS))], values, width, label=row["policy"])
+    acc_ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(ACCURACY_COLUMNS))],
+                      [c.replace("_", " ") for c in ACCURACY_COLUMNS])
+    acc_ax.set_ylabel("accuracy after training (%)")
+    acc_ax.set_ylim(0, 105)
+    acc_ax.legend(fontsize=8)
+    timed = [r for r in rows if r["seconds"]]
+    names = [r["policy"] for r in timed]
+    diagnosis = [r["seconds"]["diagnosis"] for r in timed]
+    time_ax.bar(names, diagnosis, label="diagnosis")
+    time_ax.bar(names, [r["seconds"]["training"] for r in timed], bottom=diagnosis, label="training")
+    time_ax.set_ylabel("seconds")
+    time_ax.legend(fontsize=8)
+    fig.suptitle("slearn-mlx bench: selection policies on the same data, model and splits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
