@@ -50,8 +50,10 @@ def test_adapt_on_a_slice_of_the_default_data(default_model, tmp_path):
     after = read_rows(tmp_path / "run" / "evaluation.jsonl")
     assert acc["whole_set"]["before"] == pytest.approx(sum(r["correct"] for r in before) / 24)
     assert acc["whole_set"]["after"] == pytest.approx(sum(r["correct"] for r in after) / 24)
-    assert acc["known"]["records"] + acc["unknown"]["records"] == 18
-    assert read_json(tmp_path / "run" / "stages.json")["train"]["examples"] == acc["unknown"]["records"]
+    assert acc["known"]["records"] + acc["unknown"]["records"] == 24 - 6 - 2  # held out 25%, validation 10%
+    train_facts = read_json(tmp_path / "run" / "stages.json")["train"]
+    assert train_facts["examples"] == acc["unknown"]["records"]
+    assert train_facts["best_validation_accuracy"] is not None
 
     # The adapter is a plain mlx-lm adapter: its own generate command loads it.
     proc = subprocess.run([sys.executable, "-m", "mlx_lm", "generate", "--model", str(default_model),
