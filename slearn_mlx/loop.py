@@ -18,7 +18,6 @@ so a stage can run alone (`slearn_mlx train RUN`) and a rerun skips finished sta
 import hashlib
 import json
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -213,7 +212,6 @@ def train(run_dir: Path) -> None:
     run = load_run(run_dir)
     start = time.perf_counter()
     selected = selected_rows(run_dir)
-    shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # an interrupted training starts over
     if not selected:
         # Nothing unknown: the model already answers everything; there is nothing to teach.
         mark_finished(run_dir, "train", time.perf_counter() - start, examples=0)

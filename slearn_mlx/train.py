@@ -8,9 +8,12 @@ improvement, or when `max_seconds` of training have passed. The adapter folder i
 `mlx_lm.generate --adapter-path` loads.
 """
 
+import hashlib
 import json
 import math
+import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,14 +25,15 @@ import numpy as np
 from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 from mlx_lm.tuner.trainer import TrainingArgs, train
 from mlx_lm.tuner.utils import linear_to_lora_layers
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 from .answer import training_messages
-from .artifacts import append_rows
+from .artifacts import append_rows, read_json, write_json
 from .data import Record
 
 
 ADAPTER_FILE = "adapters.safetensors"  # the name mlx_lm.load(adapter_path=...) reads
+CHECKPOINT = "checkpoint.safetensors"  # adapter, optimizer state and progress after the last finished epoch
 
 
 @dataclass
@@ -65,88 +69,136 @@ def report_every(steps_per_epoch: int) -> int:
     return max(d for d in range(1, 11) if steps_per_epoch % d == 0)
 
 
-class EpochCallback:
-    """mlx-lm training callback: logs losses, validates at each epoch's end, keeps the best adapter."""
+def save_arrays(path: Path, arrays: dict, metadata: dict | None = None) -> None:
+    tmp = path.with_name("tmp-" + path.name)  # mx.save_safetensors wants the .safetensors suffix
+    mx.save_safetensors(str(tmp), arrays, metadata=metadata)
+    os.replace(tmp, path)
 
-    def __init__(self, model, adapter_dir: Path, steps_per_epoch: int, config: TrainConfig,
-                 validate: Callable[[], float] | None):
-        self.model, self.adapter_dir, self.config, self.validate = model, adapter_dir, config, validate
-        self.steps_per_epoch = steps_per_epoch
-        self.started = time.perf_counter()
-        self.best_score, self.best_epoch, self.epochs_done = -1.0, 0, 0
+
+class EpochCallback:
+    """mlx-lm training callback: logs losses; at each epoch's end validates, keeps the best adapter
+    and writes a checkpoint (adapter, optimizer state, progress) that a killed run resumes from."""
+
+    def __init__(self, model, optimizer, adapter_dir: Path, steps_per_epoch: int, config: TrainConfig,
+                 validate: Callable[[], float] | None, progress: dict):
+        self.model, self.optimizer, self.adapter_dir = model, optimizer, adapter_dir
+        self.config, self.validate, self.steps_per_epoch = config, validate, steps_per_epoch
+        self.epochs_done, self.best_epoch = progress["epochs_done"], progress["best_epoch"]
+        self.best_score, self.stopped = progress["best_score"], progress["stopped"]
+        self.started = time.perf_counter() - progress["seconds"]
 
     def log(self, row: dict):
         append_rows(self.adapter_dir / "train_log.jsonl", [row])
 
-    def save(self, name: str):
-        weights = dict(tree_flatten(self.model.trainable_parameters()))
-        mx.save_safetensors(str(self.adapter_dir / name), weights)
+    def save_adapter(self):
+        save_arrays(self.adapter_dir / ADAPTER_FILE, dict(tree_flatten(self.model.trainable_parameters())))
 
     def on_train_loss_report(self, info: dict):
-        self.log({"event": "train", **info})
+        self.log({"event": "train", "epoch": self.epochs_done + 1, **info})
         if info["iteration"] % self.steps_per_epoch == 0:
             self.end_of_epoch()
-        if self.config.max_seconds and time.perf_counter() - self.started > self.config.max_seconds:
-            self.log({"event": "stop", "reason": "time budget", "iteration": info["iteration"]})
-            raise StopTraining
+        elif self.over_budget():
+            self.stop("time budget")
+
+    def over_budget(self) -> bool:
+        return bool(self.config.max_seconds) and time.perf_counter() - self.started > self.config.max_seconds
+
+    def stop(self, reason: str):
+        self.stopped = True
+        self.log({"event": "stop", "reason": reason, "epoch": self.epochs_done})
+        self.checkpoint()
+        raise StopTraining
 
     def end_of_epoch(self):
         self.epochs_done += 1
         if self.validate is None:
-            self.save(ADAPTER_FILE)
-            return
-        score = self.validate()
-        self.model.train()
-        self.log({"event": "validation", "epoch": self.epochs_done, "accuracy": score})
-        if score > self.best_score:
-            self.best_score, self.best_epoch = score, self.epochs_done
-            self.save(ADAPTER_FILE)
-        elif self.epochs_done - self.best_epoch >= self.config.patience:
-            self.log({"event": "stop", "reason": "no better validation", "epoch": self.epochs_done})
-            raise StopTraining
+            self.save_adapter()
+        else:
+            score = self.validate()
+            self.model.train()
+            self.log({"event": "validation", "epoch": self.epochs_done, "accuracy": score})
+            if score > self.best_score:
+                self.best_score, self.best_epoch = score, self.epochs_done
+                self.save_adapter()
+            elif self.epochs_done - self.best_epoch >= self.config.patience:
+                self.stop("no better validation")
+        if self.over_budget():
+            self.stop("time budget")
+        self.checkpoint()
+
+    def checkpoint(self):
+        arrays = {f"adapter.{k}": v for k, v in tree_flatten(self.model.trainable_parameters())}
+        arrays.update({f"optimizer.{k}": v for k, v in tree_flatten(self.optimizer.state)})
+        progress = {"epochs_done": self.epochs_done, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                    "stopped": self.stopped, "seconds": time.perf_counter() - self.started}
+        # One file holds state and progress, so a kill can never leave them disagreeing.
+        save_arrays(self.adapter_dir / CHECKPOINT, arrays, {"progress": json.dumps(progress)})
 
     def on_val_loss_report(self, info: dict):
         self.log({"event": "val_loss", **info})
 
 
+def resume(model, optimizer, adapter_dir: Path, adapter_config: dict) -> dict:
+    """Progress of an interrupted training of the same configuration, its state loaded; else a fresh start."""
+    fresh = {"epochs_done": 0, "best_epoch": 0, "best_score": -1.0, "stopped": False, "seconds": 0.0}
+    config_path = adapter_dir / "adapter_config.json"
+    if not (adapter_dir / CHECKPOINT).exists() or read_json(config_path) != adapter_config:
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        adapter_dir.mkdir(parents=True)
+        write_json(config_path, adapter_config)
+        return fresh
+    state, metadata = mx.load(str(adapter_dir / CHECKPOINT), return_metadata=True)
+    model.load_weights([(k[len("adapter."):], v) for k, v in state.items() if k.startswith("adapter.")], strict=False)
+    optimizer.state = tree_unflatten([(k[len("optimizer."):], v) for k, v in state.items() if k.startswith("optimizer.")])
+    return json.loads(metadata["progress"])
+
+
 def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: TrainConfig, adapter_dir: Path,
                validate: Callable[[], float] | None = None) -> dict:
-    """Train LoRA adapters on (record, target answer) pairs; write the kept adapter to adapter_dir."""
+    """Train LoRA adapters on (record, target answer) pairs; write the kept adapter to adapter_dir.
+
+    A folder left by an interrupted training of the same examples and configuration is resumed
+    from its last finished epoch, and ends where the uninterrupted training would have.
+    """
     batch_size = min(config.batch_size, len(examples))
     steps_per_epoch = math.ceil(len(examples) / batch_size)
-
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    (adapter_dir / "adapter_config.json").write_text(json.dumps({
+    adapter_config = {
         "fine_tune_type": "lora",
         "num_layers": config.lora_layers,
         "lora_parameters": lora_parameters(config),
-        "slearn_mlx": asdict(config),
-    }, indent=2))
+        "slearn_mlx": {**asdict(config), "examples_sha256": hashlib.sha256(
+            json.dumps([[r.id, target] for r, target in examples]).encode()).hexdigest()},
+    }
 
+    mx.random.seed(config.seed)  # before the LoRA layers, whose initial weights are random
+    np.random.seed(config.seed)  # mlx-lm shuffles batches with numpy's global generator
     model.freeze()
     linear_to_lora_layers(model, config.lora_layers, lora_parameters(config))
+    optimizer = optim.Adam(learning_rate=config.learning_rate)
+    progress = resume(model, optimizer, adapter_dir, adapter_config)
+    for _ in range(progress["epochs_done"]):
+        np.random.permutation(steps_per_epoch)  # replay the shuffles of the finished epochs
+    callback = EpochCallback(model, optimizer, adapter_dir, steps_per_epoch, config, validate, progress)
+
     chats = [{"messages": training_messages(record, target)} for record, target in examples]
     dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
     items = padded_to_batches([dataset[i] for i in range(len(dataset))], batch_size, config.seed)
-
+    remaining_epochs = 0 if progress["stopped"] else config.epochs - progress["epochs_done"]
     args = TrainingArgs(
         batch_size=batch_size,
-        iters=steps_per_epoch * config.epochs,
+        iters=steps_per_epoch * remaining_epochs,
         steps_per_report=report_every(steps_per_epoch),
-        steps_per_save=steps_per_epoch,  # mlx-lm's own checkpoint each epoch, for resuming
+        steps_per_save=steps_per_epoch * config.epochs + 1,  # our own checkpoints replace mlx-lm's
         max_seq_length=config.max_seq_length,
         adapter_file=str(adapter_dir / "last_adapters.safetensors"),
     )
-    mx.random.seed(config.seed)
-    np.random.seed(config.seed)  # mlx-lm shuffles batches with numpy's global generator
-    optimizer = optim.Adam(learning_rate=config.learning_rate)
-    callback = EpochCallback(model, adapter_dir, steps_per_epoch, config, validate)
-    try:
-        train(model, optimizer, items, args=args, training_callback=callback)
-    except StopTraining:
-        pass
+    if remaining_epochs:
+        try:
+            train(model, optimizer, items, args=args, training_callback=callback)
+        except StopTraining:
+            pass
     if not (adapter_dir / ADAPTER_FILE).exists():  # stopped by the time budget inside the first epoch
-        callback.save(ADAPTER_FILE)
+        callback.save_adapter()
     return {"examples": len(examples), "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
             "epochs_run": callback.epochs_done, "best_epoch": callback.best_epoch or callback.epochs_done,
             "best_validation_accuracy": callback.best_score if validate else None}

@@ -1,7 +1,8 @@
-"""Training that stops well: the best epoch's adapter is kept, patience and time budget stop it."""
+"""Training that stops well and resumes: best epoch kept, patience and time budget, resume after a kill."""
 
 import mlx.core as mx
 import pytest
+from mlx.utils import tree_flatten
 
 from conftest import qa_rows
 from slearn_mlx.artifacts import read_rows
@@ -14,34 +15,70 @@ def examples(n):
     return [(parse_record(row, "test"), row["answer"]) for row in qa_rows(n)]
 
 
-def run(tiny_model, tmp_path, scores=None, **config):
+class Validation:
+    """Plays a script of scores, remembers the adapter it saw each epoch, and can fail on a given call."""
+
+    def __init__(self, model, scores, fail_on=None):
+        self.model, self.scores, self.fail_on, self.seen = model, list(scores), fail_on, []
+
+    def __call__(self):
+        if len(self.seen) + 1 == self.fail_on:
+            raise KeyboardInterrupt  # a kill in the middle of training
+        self.seen.append({k: mx.array(v) for k, v in tree_flatten(self.model.trainable_parameters())})
+        return self.scores[len(self.seen) - 1]
+
+
+def train(tiny_model, folder, scores=None, fail_on=None, **config):
     model, tokenizer = load_model(tiny_model)
-    script = iter(scores or [])
-    validate = (lambda: next(script)) if scores else None
-    facts = train_lora(model, tokenizer, examples(8), TrainConfig(batch_size=4, **config), tmp_path, validate)
-    return facts, read_rows(tmp_path / "train_log.jsonl")
+    validation = Validation(model, scores, fail_on) if scores else None
+    facts = train_lora(model, tokenizer, examples(8), TrainConfig(batch_size=4, **config), folder, validation)
+    return facts, validation
+
+
+def adapter(folder):
+    return mx.load(str(folder / "adapters.safetensors"))
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(mx.allclose(a[k], b[k], atol=1e-6).item() for k in a)
 
 
 def test_the_best_epoch_is_kept_and_patience_stops(tiny_model, tmp_path):
-    facts, log = run(tiny_model, tmp_path, scores=[0.5, 0.7, 0.6, 0.9], epochs=4, patience=1)
+    facts, validation = train(tiny_model, tmp_path, scores=[0.5, 0.7, 0.6, 0.9], epochs=4, patience=1)
     assert facts["best_epoch"] == 2 and facts["epochs_run"] == 3 and facts["best_validation_accuracy"] == 0.7
+    log = read_rows(tmp_path / "train_log.jsonl")
     assert [row["accuracy"] for row in log if row["event"] == "validation"] == [0.5, 0.7, 0.6]
-    kept = mx.load(str(tmp_path / "adapters.safetensors"))
-    epoch_2 = mx.load(str(tmp_path / "0000004_adapters.safetensors"))  # mlx-lm's checkpoint after 2 x 2 steps
-    assert kept.keys() == epoch_2.keys()
-    assert all(mx.array_equal(kept[k], epoch_2[k]).item() for k in kept)
+    assert same(adapter(tmp_path), validation.seen[1])
 
 
 def test_without_validation_every_epoch_runs_and_the_last_is_kept(tiny_model, tmp_path):
-    facts, _ = run(tiny_model, tmp_path, epochs=2)
+    facts, _ = train(tiny_model, tmp_path, epochs=2)
     assert facts["epochs_run"] == 2 and facts["best_validation_accuracy"] is None
-    last = mx.load(str(tmp_path / "last_adapters.safetensors"))
-    kept = mx.load(str(tmp_path / "adapters.safetensors"))
-    assert all(mx.array_equal(kept[k], last[k]).item() for k in kept)
+    assert same(adapter(tmp_path), mx.load(str(tmp_path / "last_adapters.safetensors")))
 
 
 def test_a_time_budget_stops_training(tiny_model, tmp_path):
-    facts, log = run(tiny_model, tmp_path, epochs=50, max_seconds=1e-6)
+    facts, _ = train(tiny_model, tmp_path, epochs=50, max_seconds=1e-6)
     assert facts["epochs_run"] < 50
+    log = read_rows(tmp_path / "train_log.jsonl")
     assert log[-1]["event"] == "stop" and log[-1]["reason"] == "time budget"
     assert (tmp_path / "adapters.safetensors").exists()
+
+
+def test_an_interrupted_training_resumes_to_the_same_adapter(tiny_model, tmp_path):
+    scores = [0.1, 0.2, 0.3]
+    train(tiny_model, tmp_path / "whole", scores=scores, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model, tmp_path / "killed", scores=scores, fail_on=2, epochs=3)
+    model, tokenizer = load_model(tiny_model)
+    # the rerun sees the validation of epochs 2 and 3 only: epoch 1 was checkpointed before the kill
+    facts = train_lora(model, tokenizer, examples(8), TrainConfig(batch_size=4, epochs=3), tmp_path / "killed",
+                       Validation(model, scores[1:]))
+    assert facts["epochs_run"] == 3 and facts["best_epoch"] == 3
+    assert same(adapter(tmp_path / "killed"), adapter(tmp_path / "whole"))
+
+
+def test_another_configuration_starts_over(tiny_model, tmp_path):
+    train(tiny_model, tmp_path, epochs=1)
+    facts, _ = train(tiny_model, tmp_path, epochs=2, learning_rate=1e-3)
+    assert facts["epochs_run"] == 2

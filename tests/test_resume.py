@@ -1,0 +1,51 @@
+"""Kill `adapt` with SIGKILL in the diagnosis and again in training; the rerun ends where an uninterrupted run does."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlx.core as mx
+
+from conftest import REPO, qa_rows, write_jsonl
+from slearn_mlx.artifacts import read_rows
+
+
+def adapt_command(data, model, out):
+    return [sys.executable, "-m", "slearn_mlx", "adapt", str(data), "--model", str(model), "--out", str(out),
+            "--answer-batch-size", "2", "--epochs", "40", "--batch-size", "4", "--validation", "0"]
+
+
+def kill_when(command, ready, timeout=120):
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "SLEARN_QUIET_BLAS": "1"})
+    deadline = time.monotonic() + timeout
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def lines(path):
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_adapt_killed_twice_ends_like_an_uninterrupted_run(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(40))
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(adapt_command(data, tiny_model, whole), cwd=REPO, check=True, capture_output=True)
+
+    command = adapt_command(data, tiny_model, killed)
+    kill_when(command, lambda: lines(killed / "diagnosis.jsonl") >= 6)
+    assert 6 <= lines(killed / "diagnosis.jsonl") < 40
+    kill_when(command, lambda: (killed / "adapter" / "checkpoint.safetensors").exists())
+    assert not (killed / "evaluation.jsonl").exists()
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+
+    for name in ["diagnosis.jsonl", "selection.jsonl", "evaluation.jsonl"]:
+        by_id = lambda folder: sorted(read_rows(folder / name), key=lambda row: row["id"])
+        assert by_id(killed) == by_id(whole), name
+    a, b = (mx.load(str(folder / "adapter" / "adapters.safetensors")) for folder in (whole, killed))
+    assert all(mx.allclose(a[k], b[k], atol=1e-6).item() for k in a)
