@@ -33,14 +33,14 @@ def method_seconds(policy: str, stages: dict) -> dict:
     return {"diagnosis": diagnosis, "training": training, "total": diagnosis + training}
 
 
-def bench(config: RunConfig, policies: list[str], bench_dir: Path) -> list[dict]:
+def bench(config: RunConfig, policies: list[str], bench_dir: Path, force: bool = False) -> list[dict]:
     """Run each policy; write bench.json, bench.md and bench.png in bench_dir; return the table rows."""
     bench_dir.mkdir(parents=True, exist_ok=True)
     first = None
     rows = []
     for policy in policies:
         run_config = replace(config, select=replace(config.select, policy=policy))
-        run_dir = create_run(run_config, bench_dir / policy)
+        run_dir = create_run(run_config, bench_dir / policy, force)
         first = first or run_dir
         share_diagnosis(first, run_dir)
         metrics = adapt(run_config, run_dir)

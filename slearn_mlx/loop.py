@@ -18,6 +18,7 @@ so a stage can run alone (`slearn_mlx train RUN`) and a rerun skips finished sta
 import hashlib
 import json
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from .grade import judge
 from .models import load_model, resolve_model, runs_on_cpu
 from .report import render_report
 from .select import SelectConfig, select_records
-from .train import TrainConfig, train_lora
+from .train import TrainConfig, adapter_disk_bytes, train_lora
 
 STAGES = ("diagnose", "sample", "select", "train", "evaluate")
 
@@ -96,16 +97,23 @@ def versions() -> dict:
     }
 
 
-def create_run(config: RunConfig, run_dir: Path) -> Path:
-    """Create the run folder, or reopen it when it was made with the same configuration."""
+def create_run(config: RunConfig, run_dir: Path, force: bool = False) -> Path:
+    """Create the run folder, or reopen it when it was made with the same configuration.
+
+    A run folder of another configuration is never reused; with `force` it is replaced.
+    """
     records = load_records(Path(config.data))  # bad data stops here, before any model work
     config_path = run_dir / "config.json"
+    if config_path.exists() and read_json(config_path) != config.to_json():
+        if not force:
+            raise RunError(f"{run_dir} holds a run with a different configuration or data; "
+                           "choose another --out, or replace it with --force")
+        shutil.rmtree(run_dir)
     if config_path.exists():
-        if read_json(config_path) != config.to_json():
-            raise RunError(f"{run_dir} holds a run with a different configuration or data; choose another --out")
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run folder; choose another --out")
+    check_disk(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     splits = assign_splits(records, config.held_out_fraction, config.validation_fraction, config.seed)
     lines = [json.dumps({**r.to_json(), "split": splits[r.id]}, ensure_ascii=False) for r in records]
@@ -113,6 +121,16 @@ def create_run(config: RunConfig, run_dir: Path) -> Path:
     write_json(run_dir / "versions.json", versions())
     write_json(config_path, config.to_json())
     return run_dir
+
+
+def check_disk(config: RunConfig, run_dir: Path) -> None:
+    """Refuse to start a run the disk cannot hold: the adapter files and three copies' worth of records."""
+    need = adapter_disk_bytes(read_json(Path(config.model) / "config.json"), config.train)
+    need += 3 * Path(config.data).stat().st_size
+    existing = next(p for p in [run_dir, *run_dir.absolute().parents] if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        raise RunError(f"{run_dir}: the run needs about {need / 1e6:.0f} MB and {existing} has {free / 1e6:.0f} MB free")
 
 
 @dataclass

@@ -6,6 +6,7 @@ a `.gguf` file, a name in the `models/` store, or a Hugging Face repo id.
 
 import importlib.metadata
 import os
+import shutil
 from pathlib import Path
 
 import mlx.core as mx
@@ -57,6 +58,11 @@ def import_into_store(gguf: Path, name: str | None = None) -> Path:
     """Import a GGUF file into `models/NAME` once; later calls reuse the folder."""
     target = models_dir() / (name or gguf.stem)
     if not is_model_folder(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        need, free = 1.1 * gguf.stat().st_size, shutil.disk_usage(target.parent).free
+        if free < need:
+            raise ModelError(f"importing {gguf.name} needs about {need / 1e6:.0f} MB in {target.parent}, "
+                             f"which has {free / 1e6:.0f} MB free")
         print(f"slearn-mlx: importing {gguf.name} into {target} (once)")
         import_gguf(gguf, target)
     return target
@@ -104,7 +110,11 @@ def runs_on_cpu() -> bool:
 
 def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.Module, object]:
     """Load model and tokenizer; on a CPU, dequantize to float32 (the only dtype OpenBLAS speeds up)."""
-    model, tokenizer = load(str(model_path))
+    try:
+        # mlx-lm reads only safetensors and runs no code from the folder unless asked; keep it so.
+        model, tokenizer = load(str(model_path), trust_remote_code=False)
+    except (ValueError, FileNotFoundError) as e:
+        raise ModelError(f"{model_path}: {e}") from None
     if runs_on_cpu():
         # Quantized matmuls and half-precision matmuls run at a few GFLOP/s on MLX's CPU
         # backend; float32 goes through BLAS at 30x that. Metal keeps the quantized weights.

@@ -10,6 +10,7 @@ improvement, or when `max_seconds` of training have passed. The adapter folder i
 
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -31,6 +32,8 @@ from .answer import training_messages
 from .artifacts import append_rows, read_json, write_json
 from .data import Record
 
+
+log = logging.getLogger("slearn_mlx")
 
 ADAPTER_FILE = "adapters.safetensors"  # the name mlx_lm.load(adapter_path=...) reads
 CHECKPOINT = "checkpoint.safetensors"  # adapter, optimizer state and progress after the last finished epoch
@@ -54,6 +57,21 @@ def lora_parameters(config: TrainConfig) -> dict:
     return {"rank": config.lora_rank, "scale": config.lora_scale, "dropout": 0.0}
 
 
+def adapter_disk_bytes(model_config: dict, config: TrainConfig) -> int:
+    """Disk a training writes: best and last adapters and a checkpoint with Adam's two moments (float32).
+
+    Counted for a llama-shaped block (attention and gated MLP on every linear layer), which is
+    what most mlx-lm models are; other shapes are at the same order of magnitude.
+    """
+    hidden, inner = model_config["hidden_size"], model_config["intermediate_size"]
+    heads = model_config["num_attention_heads"]
+    head_dim = model_config.get("head_dim") or hidden // heads
+    kv_heads = model_config.get("num_key_value_heads") or heads
+    per_block = 2 * (hidden + heads * head_dim) + 2 * (hidden + kv_heads * head_dim) + 3 * (hidden + inner)
+    blocks = min(config.lora_layers, model_config["num_hidden_layers"])
+    return per_block * config.lora_rank * blocks * 4 * 5
+
+
 def padded_to_batches(items: list, batch_size: int, seed: int) -> list:
     """mlx-lm's batching drops the last partial batch; repeat a few items so none is ever dropped."""
     missing = -len(items) % batch_size
@@ -62,6 +80,10 @@ def padded_to_batches(items: list, batch_size: int, seed: int) -> list:
 
 class StopTraining(Exception):
     pass
+
+
+class TrainingError(ValueError):
+    """Training cannot run on what was selected."""
 
 
 def report_every(steps_per_epoch: int) -> int:
@@ -160,6 +182,19 @@ def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: Tra
     A folder left by an interrupted training of the same examples and configuration is resumed
     from its last finished epoch, and ends where the uninterrupted training would have.
     """
+    chats = [{"messages": training_messages(record, target)} for record, target in examples]
+    dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
+    tokenized = [dataset[i] for i in range(len(dataset))]
+    # mlx-lm would cut a long example silently; one cut off before its answer teaches nothing.
+    too_long = [record.id for (record, _), (tokens, _) in zip(examples, tokenized) if len(tokens) > config.max_seq_length]
+    if too_long:
+        log.warning(f"{len(too_long)} selected records are longer than max_seq_length={config.max_seq_length} tokens "
+                    f"and are not trained on: {', '.join(too_long[:5])}{', ...' if len(too_long) > 5 else ''}")
+    kept = [(example, item) for example, item in zip(examples, tokenized) if len(item[0]) <= config.max_seq_length]
+    if not kept:
+        raise TrainingError(f"every selected record is longer than max_seq_length={config.max_seq_length} tokens")
+    examples, tokenized = [e for e, _ in kept], [i for _, i in kept]
+
     batch_size = min(config.batch_size, len(examples))
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     adapter_config = {
@@ -180,9 +215,7 @@ def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: Tra
         np.random.permutation(steps_per_epoch)  # replay the shuffles of the finished epochs
     callback = EpochCallback(model, optimizer, adapter_dir, steps_per_epoch, config, validate, progress)
 
-    chats = [{"messages": training_messages(record, target)} for record, target in examples]
-    dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
-    items = padded_to_batches([dataset[i] for i in range(len(dataset))], batch_size, config.seed)
+    items = padded_to_batches(tokenized, batch_size, config.seed)
     remaining_epochs = 0 if progress["stopped"] else config.epochs - progress["epochs_done"]
     args = TrainingArgs(
         batch_size=batch_size,
@@ -199,6 +232,6 @@ def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: Tra
             pass
     if not (adapter_dir / ADAPTER_FILE).exists():  # stopped by the time budget inside the first epoch
         callback.save_adapter()
-    return {"examples": len(examples), "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
+    return {"examples": len(examples), "skipped_too_long": too_long, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
             "epochs_run": callback.epochs_done, "best_epoch": callback.best_epoch or callback.epochs_done,
             "best_validation_accuracy": callback.best_score if validate else None}

@@ -88,6 +88,13 @@ def test_a_run_folder_with_another_configuration_is_refused(finished_run, tiny_m
                                  "--epochs", "2"], catch_exceptions=False)
 
 
+def test_force_replaces_a_run_of_another_configuration(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(6))
+    adapt(data, tiny_model, tmp_path / "run")
+    adapt(data, tiny_model, tmp_path / "run", "--learning-rate", "1e-3", "--force")
+    assert read_json(tmp_path / "run" / "config.json")["train"]["learning_rate"] == 1e-3
+
+
 def test_fewer_records_than_the_batch_size_train(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(3))
     adapt(data, tiny_model, tmp_path / "run", "--policy", "all", "--held-out", "0", "--validation", "0",

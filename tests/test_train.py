@@ -82,3 +82,12 @@ def test_another_configuration_starts_over(tiny_model, tmp_path):
     train(tiny_model, tmp_path, epochs=1)
     facts, _ = train(tiny_model, tmp_path, epochs=2, learning_rate=1e-3)
     assert facts["epochs_run"] == 2
+
+
+def test_records_longer_than_the_limit_are_reported_and_skipped(tiny_model, tmp_path, caplog):
+    model, tokenizer = load_model(tiny_model)
+    long = parse_record({"question": "Why? " * 200, "answer": "Because"}, "test")
+    facts = train_lora(model, tokenizer, [*examples(4), (long, "Because")],
+                       TrainConfig(batch_size=4, epochs=1, max_seq_length=128), tmp_path)
+    assert facts["examples"] == 4 and facts["skipped_too_long"] == [long.id]
+    assert f"longer than max_seq_length=128 tokens and are not trained on: {long.id}" in caplog.text
