@@ -37,19 +37,24 @@ def score(model, tokenizer, records: list[Record], judge: Judge | None) -> list[
     ]
 
 
-def answer_and_grade(
-    model, tokenizer, records: list[Record], out_path: Path, judge: Judge | None, batch_size: int, desc: str
-) -> list[dict]:
-    """One row per record; rows already in out_path are kept, the rest are answered and appended."""
+def rows_for(records: list[Record], out_path: Path, batch_size: int, desc: str,
+             scorer: Callable[[list[Record]], list[dict]]) -> list[dict]:
+    """One row per record, in order: rows already in out_path are kept, the rest scored and appended."""
     done = {row["id"]: row for row in read_rows(out_path)}
     todo = [r for r in records if r.id not in done]
     with tqdm(total=len(records), initial=len(records) - len(todo), desc=desc, unit="q") as bar:
         for batch in length_sorted_batches(todo, batch_size):
-            rows = score(model, tokenizer, batch, judge)
+            rows = scorer(batch)
             append_rows(out_path, rows)
             done.update((row["id"], row) for row in rows)
             bar.update(len(batch))
     return [done[r.id] for r in records]
+
+
+def answer_and_grade(
+    model, tokenizer, records: list[Record], out_path: Path, judge: Judge | None, batch_size: int, desc: str
+) -> list[dict]:
+    return rows_for(records, out_path, batch_size, desc, lambda batch: score(model, tokenizer, batch, judge))
 
 
 def sample_and_grade(
@@ -57,20 +62,14 @@ def sample_and_grade(
     samples: int, temperature: float,
 ) -> list[dict]:
     """Rows {id, samples_correct: [bool] * samples} from answers sampled at a temperature."""
-    done = {row["id"]: row for row in read_rows(out_path)}
-    todo = [r for r in records if r.id not in done]
-    per_batch = max(1, batch_size // samples)
-    with tqdm(total=len(records), initial=len(records) - len(todo), desc="sample", unit="q") as bar:
-        for batch in length_sorted_batches(todo, per_batch):
-            repeated = [r for r in batch for _ in range(samples)]
-            responses = answer_batch(model, tokenizer, repeated, temperature)
-            grades = grade_batch(repeated, responses, judge)
-            rows = [{"id": r.id, "samples_correct": [g.correct for g in grades[i * samples:(i + 1) * samples]]}
-                    for i, r in enumerate(batch)]
-            append_rows(out_path, rows)
-            done.update((row["id"], row) for row in rows)
-            bar.update(len(batch))
-    return [done[r.id] for r in records]
+
+    def scorer(batch):
+        repeated = [r for r in batch for _ in range(samples)]
+        grades = grade_batch(repeated, answer_batch(model, tokenizer, repeated, temperature), judge)
+        return [{"id": r.id, "samples_correct": [g.correct for g in grades[i * samples:(i + 1) * samples]]}
+                for i, r in enumerate(batch)]
+
+    return rows_for(records, out_path, max(1, batch_size // samples), "sample", scorer)
 
 
 def accuracy(rows: dict[str, dict], ids: list[str]) -> float | None:

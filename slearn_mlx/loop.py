@@ -26,9 +26,10 @@ from pathlib import Path
 from . import __version__, blas
 from .artifacts import read_json, read_rows, write_atomic, write_json
 from .data import Record, assign_splits, default_dataset, load_records
-from .evaluate import accuracy_table, answer_and_grade, sample_and_grade, score
+from .evaluate import accuracy_table, answer_and_grade, rows_for, sample_and_grade, score
 from .grade import judge
 from .models import load_model, resolve_model, runs_on_cpu
+from .probe import probe_batch
 from .report import render_report
 from .select import SelectConfig, select_records
 from .train import TrainConfig, adapter_disk_bytes, train_lora
@@ -49,6 +50,8 @@ class RunConfig:
     held_out_fraction: float = 0.2
     validation_fraction: float = 0.1
     seed: int = 0
+    diagnosis: str = "generate"  # or "probe": score the reference under teacher forcing, no generation
+    probe_threshold: float = -1.0  # probe: mean log-probability of the reference at which it counts as known
     answer_batch_size: int = 64
     judge_model: str | None = None  # default: the model being adapted, without adapter
 
@@ -192,8 +195,12 @@ def diagnose(run_dir: Path) -> None:
     run = load_run(run_dir)
     start = time.perf_counter()
     model, tokenizer, run_judge = base_model_and_judge(run.config)
-    rows = answer_and_grade(model, tokenizer, run.records, run_dir / "diagnosis.jsonl", run_judge,
-                            run.config.answer_batch_size, "diagnose")
+    if run.config.diagnosis == "probe":
+        rows = rows_for(run.records, run_dir / "diagnosis.jsonl", run.config.answer_batch_size, "probe",
+                        lambda batch: probe_batch(model, tokenizer, batch, run.config.probe_threshold))
+    else:
+        rows = answer_and_grade(model, tokenizer, run.records, run_dir / "diagnosis.jsonl", run_judge,
+                                run.config.answer_batch_size, "diagnose")
     mark_finished(run_dir, "diagnose", time.perf_counter() - start, records=len(rows),
                   correct=sum(r["correct"] for r in rows))
 

@@ -23,7 +23,7 @@ def examples(records, before, after, was: bool, now: bool) -> list[str]:
         b, a = before[record.id], after.get(record.id)
         if a is not None and b["correct"] == was and a["correct"] == now:
             lines.append(f"- **{record.question}** (reference: {record.answer})  \n"
-                         f"  before: {b['response']!r}  \n  after: {a['response']!r}")
+                         f"  before: {b.get('response', '(probed, not answered)')!r}  \n  after: {a['response']!r}")
         if len(lines) == EXAMPLES:
             break
     return lines or ["- none"]

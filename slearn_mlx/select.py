@@ -48,8 +48,9 @@ def decide(config: SelectConfig, record, row: dict, replayed: set[str]) -> tuple
     if not row["correct"]:
         return True, record.answer, right
     if config.policy == "replay" and record.id in replayed:
-        target = row["response"] if config.replay_target == "own" else record.answer
-        return True, target, f"{right}; replayed with its {config.replay_target} answer"
+        if config.replay_target == "own" and row.get("response"):
+            return True, row["response"], f"{right}; replayed with its own answer"
+        return True, record.answer, f"{right}; replayed with its reference answer"
     return False, "", f"{right}; already known"
 
 

@@ -1,0 +1,88 @@
+"""What a diagnosis costs next to the training it saves, and how well probing agrees with answering.
+
+Measures, in one run on one machine and the same records:
+- generate-and-grade diagnosis time, probe (teacher-forced) diagnosis time, and one LoRA
+  training epoch over the same records; prints each diagnosis as a ratio of the epoch;
+- the probe's agreement with generate-and-grade (Cohen's kappa), with the log-probability
+  threshold chosen on the even-numbered records and checked on the odd-numbered ones.
+
+    python -m benchmarks.diagnosis [DATA] [--limit 400] [--model M]
+"""
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
+from slearn_mlx.data import default_dataset, load_records
+from slearn_mlx.evaluate import answer_and_grade, rows_for
+from slearn_mlx.loop import versions
+from slearn_mlx.models import load_model, resolve_model
+from slearn_mlx.probe import probe_batch
+from slearn_mlx.train import TrainConfig, train_lora
+
+
+def kappa(a: list[bool], b: list[bool]) -> float:
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b)) / n
+    pa, pb = sum(a) / n, sum(b) / n
+    expected = pa * pb + (1 - pa) * (1 - pb)
+    return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
+
+
+def best_threshold(logprobs: list[float], labels: list[bool]) -> float:
+    candidates = sorted(set(logprobs))
+    return max(candidates, key=lambda t: kappa([lp >= t for lp in logprobs], labels))
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", default=str(default_dataset()))
+    parser.add_argument("--limit", type=int, default=400)
+    parser.add_argument("--model")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
+    print("machine:", platform.platform(), platform.processor() or "", versions())
+
+    records = load_records(Path(args.data))[: args.limit]
+    model_path = resolve_model(args.model)
+    model, tokenizer = load_model(model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        generated, generate_s = timed(lambda: answer_and_grade(
+            model, tokenizer, records, Path(tmp) / "generate.jsonl", None, args.batch_size, "generate"))
+        probed, probe_s = timed(lambda: rows_for(
+            records, Path(tmp) / "probe.jsonl", args.batch_size, "probe",
+            lambda batch: probe_batch(model, tokenizer, batch, 0.0)))
+        train_model, _ = load_model(model_path)
+        _, epoch_s = timed(lambda: train_lora(
+            train_model, tokenizer, [(r, r.answer) for r in records], TrainConfig(epochs=1), Path(tmp) / "adapter"))
+
+    labels = [row["correct"] for row in generated]
+    logprobs = [row["mean_logprob"] for row in probed]
+    threshold = best_threshold(logprobs[0::2], labels[0::2])
+    checked = kappa([lp >= threshold for lp in logprobs[1::2]], labels[1::2])
+    reproduces = kappa([row["greedy_reproduces"] for row in probed], labels)
+
+    print(f"\n{len(records)} records of {args.data}, model {model_path.name}, answers known by "
+          f"generate-and-grade: {sum(labels)}")
+    print("| work | seconds | / one training epoch |")
+    print("|---|---|---|")
+    for name, seconds in [("diagnosis: generate and grade", generate_s), ("diagnosis: probe", probe_s),
+                          ("one LoRA epoch over the same records", epoch_s)]:
+        print(f"| {name} | {seconds:.1f} | {seconds / epoch_s:.2f} |")
+    print(f"\nprobe vs generate-and-grade: threshold {threshold:.3f} chosen on even records, "
+          f"kappa {checked:.3f} on odd records; 'greedy reproduces the reference' alone: kappa {reproduces:.3f}")
+
+
+if __name__ == "__main__":
+    main()
