@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from . import loop
+from .check import check_dataset, render_check
 from .data import DataError
 from .gguf import GGUFImportError
-from .models import ModelError
+from .models import ModelError, resolve_model
 from .select import POLICIES
 from .train import TrainConfig
 
@@ -83,6 +84,27 @@ def diagnose(**options):
     loop.diagnose(run_dir)
     stages = loop.finished_stages(run_dir)["diagnose"]
     click.echo(f"{stages['correct']} of {stages['records']} answered correctly; answers in {run_dir}/diagnosis.jsonl")
+
+
+@cli.group()
+def data():
+    """Look at a dataset before using it."""
+
+
+@data.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--model", help="Model whose tokenizer counts the lengths (its weights are not loaded) "
+                              "[default: the default model].")
+def check(path, model):
+    """Schema, counts per kind and topic, repeats, lengths in tokens, and every problem with file and line.
+
+    Exits with 1 when there are problems.
+    """
+    model_path = resolve_model(model)
+    result = check_dataset(path, model_path)
+    click.echo(render_check(result, model_path.name))
+    if result.problems:
+        sys.exit(1)
 
 
 @cli.command()
