@@ -9,8 +9,10 @@ import click
 from . import loop
 from .check import check_dataset, render_check
 from .data import DataError
+from .evaluate import topic_split
 from .gguf import GGUFImportError
 from .models import ModelError, resolve_model
+from .report import topic_table
 from .select import POLICIES
 from .train import TrainConfig
 
@@ -78,12 +80,18 @@ def adapt(**options):
 
 @cli.command()
 @run_options
-def diagnose(**options):
+@click.option("--export-unknown", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the records it answered wrongly to this JSONL file, in the input's own format.")
+def diagnose(export_unknown, **options):
     """Answer and grade every record of DATA with the base model: what does it not know?"""
     run_dir = start_run(**options)
     loop.diagnose(run_dir)
-    stages = loop.finished_stages(run_dir)["diagnose"]
-    click.echo(f"{stages['correct']} of {stages['records']} answered correctly; answers in {run_dir}/diagnosis.jsonl")
+    records, diagnosis = loop.diagnosed(run_dir)
+    click.echo("\n".join(topic_table(topic_split(records, diagnosis))))
+    correct = sum(row["correct"] for row in diagnosis)
+    click.echo(f"{correct} of {len(records)} answered correctly; answers in {run_dir}/diagnosis.jsonl")
+    if export_unknown:
+        click.echo(f"{loop.export_unknown(run_dir, export_unknown)} unknown records written to {export_unknown}")
 
 
 @cli.group()
@@ -121,6 +129,14 @@ def train(run):
 def evaluate(run):
     """Answer and grade every record of a trained RUN folder again; write metrics.json and report.md."""
     print_summary(loop.evaluate(run))
+
+
+@cli.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run):
+    """Write metrics.json, report.md and report.html again for a finished RUN folder."""
+    print_summary(loop.write_metrics(run))
+    click.echo(f"{run}/report.html")
 
 
 def main():

@@ -11,7 +11,7 @@ so a stage can run alone (`slearn_mlx train RUN`) and a rerun skips finished sta
     RUN/adapter/           LoRA adapter (mlx_lm --adapter-path), train_log.jsonl
     RUN/evaluation.jsonl   the adapted model's answers and grades
     RUN/stages.json        wall time of each finished stage
-    RUN/metrics.json, RUN/report.md
+    RUN/metrics.json, RUN/report.md, RUN/report.html
 """
 
 import hashlib
@@ -28,6 +28,7 @@ from .data import Record, default_dataset, holdout_ids, load_records
 from .evaluate import accuracy_table, answer_and_grade
 from .grade import judge
 from .models import load_model, resolve_model, runs_on_cpu
+from .html_report import render_html
 from .report import render_report
 from .select import select_records
 from .train import TrainConfig, train_lora
@@ -158,12 +159,31 @@ def diagnose(run_dir: Path) -> None:
                   correct=sum(r["correct"] for r in rows))
 
 
-def select(run_dir: Path) -> None:
-    config, records, held_out = load_run(run_dir)
-    start = time.perf_counter()
+def diagnosed(run_dir: Path) -> tuple[list[Record], list[dict]]:
+    """The records and their diagnosis rows, once the diagnosis is finished."""
+    _, records, _ = load_run(run_dir)
     diagnosis = read_rows(run_dir / "diagnosis.jsonl")
     if len(diagnosis) != len(records):
         raise RunError(f"{run_dir}: the diagnosis is not finished; run `diagnose` first")
+    return records, diagnosis
+
+
+def export_unknown(run_dir: Path, path: Path) -> int:
+    """Write the records the base model answered wrongly to `path` as JSONL, each object exactly
+    as it was in the input file, so the user's own tools read it; returns how many."""
+    records, diagnosis = diagnosed(run_dir)
+    if not all(r.raw for r in records):
+        raise RunError(f"{run_dir}: made by an older slearn-mlx that did not keep the input objects; diagnose again")
+    correct = {row["id"]: row["correct"] for row in diagnosis}
+    unknown = [r.raw for r in records if not correct[r.id]]
+    path.write_text("".join(json.dumps(raw, ensure_ascii=False) + "\n" for raw in unknown), encoding="utf-8")
+    return len(unknown)
+
+
+def select(run_dir: Path) -> None:
+    config, _, held_out = load_run(run_dir)
+    start = time.perf_counter()
+    records, diagnosis = diagnosed(run_dir)
     selected = select_records(records, diagnosis, held_out, config.policy)
     write_atomic(run_dir / "selection.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in selected))
     mark_finished(run_dir, "select", time.perf_counter() - start, selected=len(selected))
@@ -198,7 +218,10 @@ def evaluate(run_dir: Path) -> dict:
 
 
 def write_metrics(run_dir: Path) -> dict:
+    """metrics.json, report.md and report.html of a finished run (`slearn_mlx report RUN` redoes them)."""
     config, records, held_out = load_run(run_dir)
+    if "evaluate" not in finished_stages(run_dir):
+        raise RunError(f"{run_dir}: the run is not evaluated yet; finish it with `adapt` or `evaluate`")
     before = read_rows(run_dir / "diagnosis.jsonl")
     after = read_rows(run_dir / "evaluation.jsonl")
     trained = {s["id"] for s in read_rows(run_dir / "selection.jsonl")}
@@ -214,6 +237,7 @@ def write_metrics(run_dir: Path) -> dict:
     metrics["total_seconds"] = round(sum(metrics["stage_seconds"].values()), 2)
     write_json(run_dir / "metrics.json", metrics)
     write_atomic(run_dir / "report.md", render_report(metrics, config, records, before, after))
+    write_atomic(run_dir / "report.html", render_html(metrics, config, records, before, after))
     return metrics
 
 
