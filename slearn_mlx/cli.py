@@ -10,6 +10,7 @@ from . import loop
 from .check import check_dataset, render_check
 from .data import DataError
 from .evaluate import topic_split
+from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
 from .models import ModelError, resolve_model
 from .report import topic_table
@@ -137,6 +138,20 @@ def report(run):
     """Write metrics.json, report.md and report.html again for a finished RUN folder."""
     print_summary(loop.write_metrics(run))
     click.echo(f"{run}/report.html")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Model folder to write [default: RUN/fused].")
+@click.option("--gguf", is_flag=True, help=f"Also write {GGUF_NAME} (float16) into it, for llama.cpp-based tools.")
+def fuse(run, out, gguf):
+    """Merge the adapter of a trained RUN into a standalone model folder (mlx-lm's fuse)."""
+    fused = fuse_run(run, out, gguf)
+    click.echo(f"fused model: {fused.folder}  (mlx_lm.generate --model {fused.folder})")
+    if fused.gguf:
+        click.echo(f"gguf: {fused.gguf}")
+    for warning in fused.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def main():
