@@ -112,7 +112,7 @@ def render_html(metrics: dict, config, records: list[Record], before: list[dict]
         if len(split) > TOPICS_SHOWN:
             knowledge += f"<p>The {TOPICS_SHOWN} largest of {len(split)} topics.</p>"
     else:
-        knowledge = "<p>The records carry no topic (a <code>topic</code>, <code>domain</code>, <code>category</code>, " \
+        knowledge = "<p>No record of this run carries a topic (a <code>topic</code>, <code>domain</code>, <code>category</code>, " \
                     "<code>subject</code> or <code>source</code> field), so there is no map per topic.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>slearn-mlx report: {escape(metrics['run'])}</title>
