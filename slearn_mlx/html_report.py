@@ -29,6 +29,9 @@ th, td { border: 1px solid #d0d7de; padding: 0.35em 0.6em; text-align: left; ver
 th { background: #f6f8fa; } td.num { text-align: right; white-space: nowrap; }
 .right { color: #1a7f37; } .wrong { color: #cf222e; }
 img { max-width: 100%; }
+.examples td { white-space: pre-line; }  /* multiple-choice options are on lines of their own */
+.examples td:nth-child(1) { width: 42%; } .examples td:nth-child(2) { width: 10%; }
+.examples td:nth-child(3), .examples td:nth-child(4) { width: 24%; }
 """
 
 
@@ -81,7 +84,7 @@ def knowledge_plot(split: dict) -> Figure:
         ax.text(row["records"], i, f"  {row['known']}/{row['records']} known{after}", va="center", fontsize=8)
     ax.set_xlabel("records")
     ax.margins(x=0.3)
-    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return figure
 
@@ -96,7 +99,7 @@ def example_table(triples) -> str:
 
     rows = "".join(f"<tr><td>{escape(r.question)}</td><td>{escape(r.answer)}</td>{answer(b)}{answer(a)}</tr>"
                    for r, b, a in triples)
-    return f"<table><tr><th>question</th><th>reference</th><th>before</th><th>after</th></tr>{rows}</table>"
+    return f"<table class=\"examples\"><tr><th>question</th><th>reference</th><th>before</th><th>after</th></tr>{rows}</table>"
 
 
 def render_html(metrics: dict, config, records: list[Record], before: list[dict], after: list[dict]) -> str:
