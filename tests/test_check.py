@@ -1,0 +1,46 @@
+"""`data check`: every problem with file and line, repeats, and token lengths from the tokenizer alone."""
+
+from click.testing import CliRunner
+
+from conftest import qa_rows, write_jsonl
+from slearn_mlx.check import check_dataset
+from slearn_mlx.cli import cli
+from slearn_mlx.data import DataError, load_records
+
+
+BAD = [*qa_rows(2), qa_rows(1)[0], "not json", {"question": "Q?"}, {"prompt": "P?", "completion": "C", "domain": "x"}]
+
+
+def test_check_collects_every_problem_where_load_stops_at_the_first(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", BAD)
+    check = check_dataset(path)
+    assert check.problems == [f"{path}:4: invalid JSON (Expecting value at column 1)", f"{path}:5: missing field 'answer'"]
+    assert check.repeats == [(3, 1)]
+    assert [r.line for r in check.records] == [1, 2, 6]
+    assert check.records[2].topic == "x"
+    try:
+        load_records(path)
+    except DataError as e:
+        assert str(e) == check.problems[0]
+
+
+def test_token_lengths_come_from_the_model_tokenizer(tmp_path, tiny_model):
+    from mlx_lm.utils import load_tokenizer
+
+    path = write_jsonl(tmp_path / "d.jsonl", qa_rows(3))
+    check = check_dataset(path, tiny_model)
+    tokenizer = load_tokenizer(tiny_model)
+    assert check.tokens["answer"] == [len(tokenizer.encode(f"Item {i}", add_special_tokens=False)) for i in range(3)]
+    assert all(e > q + a for q, a, e in zip(*check.tokens.values()))  # the example adds the chat template
+    assert check.too_long == []
+
+
+def test_cli_exits_1_on_problems_and_names_them(tmp_path, tiny_model):
+    path = write_jsonl(tmp_path / "d.jsonl", BAD)
+    result = CliRunner().invoke(cli, ["data", "check", str(path), "--model", str(tiny_model)])
+    assert result.exit_code == 1
+    assert "problems: 2" in result.output and f"{path}:5: missing field 'answer'" in result.output
+    assert "3 records (1 more repeat an earlier one" in result.output
+    good = write_jsonl(tmp_path / "good.jsonl", qa_rows(3))
+    result = CliRunner().invoke(cli, ["data", "check", str(good), "--model", str(tiny_model)])
+    assert result.exit_code == 0 and "problems: 0" in result.output and "kinds: short 3" in result.output

@@ -1,0 +1,41 @@
+"""--config: options from YAML or TOML, the command line over them, and a run's config.yaml repeats it."""
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import qa_rows, write_jsonl
+from slearn_mlx.artifacts import read_json
+from slearn_mlx.cli import cli
+from slearn_mlx.config_file import ConfigFileError
+
+
+def diagnose(*args):
+    result = CliRunner().invoke(cli, ["diagnose", *map(str, args)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_file_options_with_command_line_override_and_the_saved_file_repeats_the_run(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(4))
+    (tmp_path / "c.toml").write_text(f'data = "{data}"\nmodel = "{tiny_model}"\nheld-out = 0.5\nepochs = 7\n'
+                                     'learning_rate = 1e-3\nseed = 1\n')
+    diagnose("--config", tmp_path / "c.toml", "--seed", "5", "--out", tmp_path / "run")
+    config = read_json(tmp_path / "run" / "config.json")
+    assert (config["held_out_fraction"], config["train"]["epochs"], config["train"]["learning_rate"]) == (0.5, 7, 1e-3)
+    assert config["seed"] == config["train"]["seed"] == 5  # the command line wins
+
+    diagnose("--config", tmp_path / "run" / "config.yaml", "--out", tmp_path / "again")
+    assert read_json(tmp_path / "again" / "config.json") == config
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("c.yaml", "epochs: 2\nlearnig_rate: 0.1\n", r"c\.yaml: unknown option 'learnig_rate'; the options are .*learning-rate"),
+    ("c.yaml", "epochs: [2\n", r"c\.yaml:2: invalid YAML"),
+    ("c.yaml", "- 2\n", r"c\.yaml: expected a mapping"),
+    ("c.toml", "epochs = \n", r"c\.toml: invalid TOML"),
+    ("c.json", "{}", r"c\.json: a configuration file ends in .yaml, .yml or .toml"),
+])
+def test_bad_configuration_files_name_file_and_problem(tmp_path, name, text, problem):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigFileError, match=problem):
+        CliRunner().invoke(cli, ["adapt", "--config", str(tmp_path / name)], catch_exceptions=False)
