@@ -122,6 +122,9 @@ def parse_record(obj, where: str) -> Record:
         question, answer = _text(obj, "question", where), _text(obj, "answer", where)
     else:
         raise DataError(f"{where}: no known shape (need question/answer, instruction/output, messages, or prompt/completion)")
+    if shape != "chat" and "system" in obj:
+        # A system instruction some datasets carry beside the question (how to answer, e.g. the option format).
+        context = [{"role": "system", "content": _text(obj, "system", where)}]
     if not question:
         raise DataError(f"{where}: empty question")
     if not answer:
@@ -206,6 +209,8 @@ def read_items(path: Path):
         raise DataError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
+    first_shape: tuple[str, int] | None = None
+    id_lines: dict[str, tuple[int, str]] = {}  # the input's own "id" field -> (line, record id)
     for line, obj in _raw_items(path):
         if isinstance(obj, DataError):
             yield obj
@@ -216,6 +221,19 @@ def read_items(path: Path):
             yield e
             continue
         record.line = line
+        # One file, one shape: a mix is most often two files joined by mistake.
+        shape = input_shape(obj)
+        first_shape = first_shape or (shape, line)
+        if shape != first_shape[0]:
+            yield DataError(f"{path}:{line}: shape {shape}, but line {first_shape[1]} is {first_shape[0]}; "
+                            "one file holds one shape")
+            continue
+        given = obj.get("id")
+        if isinstance(given, (str, int)) and str(given) in id_lines and id_lines[str(given)][1] != record.id:
+            yield DataError(f"{path}:{line}: id {given!r} is already the id of another record (line {id_lines[str(given)][0]})")
+            continue
+        if isinstance(given, (str, int)):
+            id_lines.setdefault(str(given), (line, record.id))
         yield record
 
 

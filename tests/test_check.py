@@ -8,7 +8,7 @@ from slearn_mlx.cli import cli
 from slearn_mlx.data import DataError, load_records
 
 
-BAD = [*qa_rows(2), qa_rows(1)[0], "not json", {"question": "Q?"}, {"prompt": "P?", "completion": "C", "domain": "x"}]
+BAD = [*qa_rows(2), qa_rows(1)[0], "not json", {"question": "Q?"}, {"question": "P?", "answer": "C", "domain": "x"}]
 
 
 def test_check_collects_every_problem_where_load_stops_at_the_first(tmp_path):

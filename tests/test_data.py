@@ -7,23 +7,24 @@ from conftest import write_jsonl
 from slearn_mlx.data import DataError, assign_splits, load_records
 
 
-def test_every_shape_reads_to_the_same_fields(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [
-        {"question": "Q1?", "answer": "A1", "aliases": ["one"]},
-        {"instruction": "Q2?", "input": "context", "output": "A2"},
-        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Q3?"},
-                      {"role": "assistant", "content": "A3"}]},
-        {"prompt": "Q4?", "completion": "A4"},
-        {"question": "Pick one", "answer": "B", "choices": {"A": "x", "B": "y"}},
-        {"question": "Explain", "answer": " ".join(["word"] * 20)},
-    ])
-    records = load_records(path)
-    assert [r.question for r in records[:4]] == ["Q1?", "Q2?\n\ncontext", "Q3?", "Q4?"]
-    assert [r.answer for r in records[:4]] == ["A1", "A2", "A3", "A4"]
-    assert records[0].aliases == ["one"]
-    assert records[2].context == [{"role": "system", "content": "be brief"}]
-    assert [r.kind for r in records] == ["short", "short", "short", "short", "mcq", "long"]
-    assert [r.line for r in records] == [1, 2, 3, 4, 5, 6]
+@pytest.mark.parametrize("row, question, answer, context", [
+    ({"question": "Q1?", "answer": "A1", "aliases": ["one"]}, "Q1?", "A1", []),
+    ({"instruction": "Q2?", "input": "context", "output": "A2"}, "Q2?\n\ncontext", "A2", []),
+    ({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Q3?"},
+                   {"role": "assistant", "content": "A3"}]}, "Q3?", "A3", [{"role": "system", "content": "be brief"}]),
+    ({"prompt": "Q4?", "completion": "A4"}, "Q4?", "A4", []),
+    ({"question": "Q5?", "answer": "B", "system": "Answer with a letter."}, "Q5?", "B",
+     [{"role": "system", "content": "Answer with a letter."}]),
+])
+def test_every_shape_reads_to_the_same_fields(tmp_path, row, question, answer, context):
+    record, = load_records(write_jsonl(tmp_path / "d.jsonl", [row]))
+    assert (record.question, record.answer, record.context, record.line) == (question, answer, context, 1)
+
+
+def test_kinds_are_given_or_guessed(tmp_path):
+    rows = [{"question": "Q1?", "answer": "A1"}, {"question": "Pick one", "answer": "B", "choices": {"A": "x", "B": "y"}},
+            {"question": "Explain", "answer": " ".join(["word"] * 20)}, {"question": "Q?", "answer": "x", "kind": "long"}]
+    assert [r.kind for r in load_records(write_jsonl(tmp_path / "d.jsonl", rows))] == ["short", "mcq", "long", "long"]
 
 
 def test_ids_depend_on_content_not_position(tmp_path):
