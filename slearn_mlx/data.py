@@ -210,7 +210,6 @@ def read_items(path: Path):
     if not path.is_file():
         raise DataError(f"{path}: not a file")
     first_shape: tuple[str, int] | None = None
-    id_lines: dict[str, tuple[int, str]] = {}  # the input's own "id" field -> (line, record id)
     for line, obj in _raw_items(path):
         if isinstance(obj, DataError):
             yield obj
@@ -228,12 +227,6 @@ def read_items(path: Path):
             yield DataError(f"{path}:{line}: shape {shape}, but line {first_shape[1]} is {first_shape[0]}; "
                             "one file holds one shape")
             continue
-        given = obj.get("id")
-        if isinstance(given, (str, int)) and str(given) in id_lines and id_lines[str(given)][1] != record.id:
-            yield DataError(f"{path}:{line}: id {given!r} is already the id of another record (line {id_lines[str(given)][0]})")
-            continue
-        if isinstance(given, (str, int)):
-            id_lines.setdefault(str(given), (line, record.id))
         yield record
 
 
@@ -270,7 +263,27 @@ def load_records(path: Path) -> list[Record]:
         raise DataError(f"{path}: no records (the file is empty)")
     if repeats:
         log.warning(f"{path}: {len(repeats)} records repeat an earlier one and are counted once ({describe_repeats(repeats)})")
+    if shared := shared_input_ids(records):
+        # Real sets reuse an id for each meaning of one term (vera_acronyms: 1,770 ids); records are
+        # told apart by their content, so this is worth saying but not refusing.
+        line, first, given = shared[0]
+        log.warning(f"{path}: {len(shared)} records reuse the 'id' of another record with other content "
+                    f"(line {line} reuses {given!r} of line {first}); slearn-mlx identifies records by content")
     return records
+
+
+def shared_input_ids(records: list[Record]) -> list[tuple[int, int, str]]:
+    """(line, line of first use, id) for each record whose input 'id' field an earlier record already used."""
+    first: dict[str, int] = {}
+    shared = []
+    for record in records:
+        given = record.raw.get("id")
+        if isinstance(given, (str, int)):
+            if str(given) in first:
+                shared.append((record.line, first[str(given)], given))
+            else:
+                first[str(given)] = record.line
+    return shared
 
 
 def assign_splits(records: list[Record], held_out_fraction: float, validation_fraction: float,
