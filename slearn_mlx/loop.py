@@ -36,7 +36,6 @@ from .html_report import render_html
 from .probe import probe_batch
 from .report import render_report
 from .select import SelectConfig, select_records
-from .server import Backend
 from .train import TrainConfig, adapter_disk_bytes, train_lora
 
 STAGES = ("diagnose", "sample", "select", "train", "evaluate")
@@ -61,14 +60,14 @@ class RunConfig:
     judge_model: str | None = None  # default: the model being adapted, without adapter
     # Who answers in the diagnosis (and SliCK's sampling), and who judges free-form answers.
     # The evaluation and validation answer in-process: the adapter in training is on no server.
-    backend: Backend = field(default_factory=Backend)
-    judge_backend: Backend = field(default_factory=Backend)
+    backend: server.Backend = field(default_factory=server.Backend)
+    judge_backend: server.Backend = field(default_factory=server.Backend)
     concurrency: int = 4  # requests in flight to a server
 
     @classmethod
     def from_json(cls, obj: dict) -> "RunConfig":
         select = SelectConfig(**{**obj["select"], "slick_keep": tuple(obj["select"]["slick_keep"])})
-        backends = {name: Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
+        backends = {name: server.Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
         return cls(**{**obj, "select": select, "train": TrainConfig(**obj["train"]), **backends})
 
     def to_json(self) -> dict:
