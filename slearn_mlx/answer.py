@@ -4,6 +4,8 @@ The same chat messages are used to ask a question and to train its answer, so wh
 diagnosis measures is what training changes.
 """
 
+from collections.abc import Callable
+
 from mlx_lm import batch_generate
 from mlx_lm.sample_utils import make_sampler
 
@@ -12,6 +14,9 @@ from .data import Record
 # New-token budgets per kind: enough for the answer, not for an essay.
 MAX_NEW_TOKENS = {"short": 32, "mcq": 16, "long": 128}
 MCQ_INSTRUCTION = "Answer with the letter of the correct option."
+
+# What answers a batch of records at a temperature: the model in this process, or a server (server.py).
+Answerer = Callable[[list[Record], float], list[str]]
 
 
 def question_text(record: Record) -> str:
@@ -40,7 +45,15 @@ def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0
     return [text.strip() for text in texts]
 
 
+def in_process(model, tokenizer) -> Answerer:
+    return lambda records, temperature=0.0: answer_batch(model, tokenizer, records, temperature)
+
+
+def by_length(records: list[Record]) -> list[Record]:
+    return sorted(records, key=lambda r: (len(question_text(r)), r.id))
+
+
 def length_sorted_batches(records: list[Record], batch_size: int) -> list[list[Record]]:
     """Similar-length prompts together waste less compute on padding."""
-    ordered = sorted(records, key=lambda r: (len(question_text(r)), r.id))
+    ordered = by_length(records)
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]

@@ -1,12 +1,13 @@
 """`python -m slearn_mlx`: thin commands over `slearn_mlx.loop`."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from . import loop
+from . import distributed, loop
 from .check import check_dataset, render_check
 from .config_file import SAVED_NAME, ConfigFileError, option_defaults, read_config_file, write_config_file
 from .data import DataError
@@ -17,9 +18,10 @@ from .models import ModelError, resolve_model
 from .bench import bench as run_bench
 from .report import topic_table
 from .select import POLICIES, SelectConfig
+from .server import BACKENDS, Backend, ServerError
 from .train import TrainConfig, TrainingError
 
-USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError, TrainingError, ConfigFileError)
+USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError, TrainingError, ConfigFileError, ServerError)
 
 
 def use_config_file(ctx, param, path):
@@ -68,6 +70,20 @@ def run_options(command):
                      help="probe: mean log-probability of the reference at which a record counts as known."),
         click.option("--answer-batch-size", type=click.IntRange(1), default=64, show_default=True),
         click.option("--judge-model", help="Model that grades free-form answers [default: --model]."),
+        click.option("--backend", type=click.Choice(BACKENDS), default="mlx", show_default=True,
+                     help="Who answers in the diagnosis: mlx, the model in this process; openai, a server at "
+                          "--base-url serving the same model (evaluation always answers in-process, with the adapter)."),
+        click.option("--base-url", help="openai backend: the API's URL, e.g. http://127.0.0.1:8080/v1."),
+        click.option("--api-key-env", help="openai backend: environment variable holding the API key."),
+        click.option("--served-model", help="openai backend: the name the server knows the model by "
+                                            "[default: the server's own model]."),
+        click.option("--judge-backend", type=click.Choice(BACKENDS), default="mlx", show_default=True,
+                     help="Who judges free-form answers: mlx (--judge-model in this process) or openai."),
+        click.option("--judge-base-url", help="openai judge backend: the API's URL."),
+        click.option("--judge-api-key-env", help="openai judge backend: environment variable holding the API key."),
+        click.option("--judge-served-model", help="openai judge backend: the name the server knows the judge by."),
+        click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True,
+                     help="Requests in flight at once to a server."),
         click.option("--epochs", type=click.IntRange(1), default=train.epochs, show_default=True),
         click.option("--patience", type=click.IntRange(1), default=train.patience, show_default=True,
                      help="Epochs without a better validation score before training stops."),
@@ -84,21 +100,30 @@ def run_options(command):
 
 
 def build_config(data, model, policy, replay_fraction, replay_target, slick_samples, slick_temperature, epochs,
-                 patience, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers, **options):
+                 patience, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers, backend, base_url,
+                 api_key_env, served_model, judge_backend, judge_base_url, judge_api_key_env, judge_served_model,
+                 **options):
     select = SelectConfig(policy=policy, replay_fraction=replay_fraction, replay_target=replay_target,
                           slick_samples=slick_samples, slick_temperature=slick_temperature)
     train = TrainConfig(epochs=epochs, patience=patience, max_seconds=max_train_seconds, batch_size=batch_size,
                         learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
                         seed=options["seed"])
-    return loop.resolve_config(data, model, select=select, train=train, **options)
+    return loop.resolve_config(
+        data, model, select=select, train=train, **options,
+        backend=Backend(backend, base_url, api_key_env, served_model),
+        judge_backend=Backend(judge_backend, judge_base_url, judge_api_key_env, judge_served_model))
 
 
 def start_run(out, force, config_file, **options) -> Path:
     config = build_config(**options)
     run_dir = out or loop.default_run_dir(config)
-    loop.create_run(config, run_dir, force)
-    # The options as resolved (absolute data and model), in the form --config reads.
-    write_config_file(run_dir / SAVED_NAME, {**options, "data": config.data, "model": config.model})
+
+    def create():
+        loop.create_run(config, run_dir, force)
+        # The options as resolved (absolute data and model), in the form --config reads.
+        write_config_file(run_dir / SAVED_NAME, {**options, "data": config.data, "model": config.model})
+
+    distributed.on_main(create)
     click.echo(f"run folder: {run_dir}")
     return run_dir
 
@@ -138,7 +163,7 @@ def diagnose(export_unknown, **options):
     click.echo("\n".join(topic_table(topic_split(records, diagnosis))))
     correct = sum(row["correct"] for row in diagnosis)
     click.echo(f"{correct} of {len(records)} answered correctly; answers in {run_dir}/diagnosis.jsonl")
-    if export_unknown:
+    if export_unknown and distributed.is_main():
         click.echo(f"{loop.export_unknown(run_dir, export_unknown)} unknown records written to {export_unknown}")
 
 
@@ -220,6 +245,8 @@ def fuse(run, out, gguf):
 
 def main():
     logging.basicConfig(format="slearn-mlx: %(message)s", level=logging.INFO)
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")  # under mlx.launch rank 0 reports; the others' errors still show
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:

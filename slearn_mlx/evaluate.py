@@ -1,7 +1,8 @@
 """Answer and grade records (the diagnosis before training, the evaluation after), and count.
 
 Rows are appended to the stage's JSONL as each batch finishes, so an interrupted run
-resumes where it stopped instead of answering everything again.
+resumes where it stopped instead of answering everything again. Under mlx.launch each rank
+answers every Nth record into a file of its own, and rank 0 merges them at the end.
 """
 
 from collections.abc import Callable
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .answer import answer_batch, length_sorted_batches
+from . import distributed
+from .answer import Answerer, by_length, length_sorted_batches
 from .artifacts import append_rows, read_rows
 from .data import Record
 from .grade import Grade, grade_by_rule
@@ -28,44 +30,71 @@ def grade_batch(records: list[Record], responses: list[str], judge: Judge | None
     return grades
 
 
-def score(model, tokenizer, records: list[Record], judge: Judge | None) -> list[dict]:
+def score(answer: Answerer, records: list[Record], judge: Judge | None) -> list[dict]:
     """Rows {id, response, correct, grader, score} for one batch of records."""
-    responses = answer_batch(model, tokenizer, records)
+    responses = answer(records, 0.0)
     return [
         {"id": r.id, "response": resp, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4)}
         for r, resp, g in zip(records, responses, grade_batch(records, responses, judge))
     ]
 
 
+def rank_file(out_path: Path, rank: int) -> Path:
+    return out_path.with_name(f"{out_path.name}.rank{rank}")
+
+
+def rank_files(out_path: Path) -> list[Path]:
+    # Any world size: a run interrupted under mlx.launch may resume with another number of ranks.
+    return sorted(out_path.parent.glob(f"{out_path.name}.rank*"))
+
+
+def merge_rank_files(out_path: Path) -> None:
+    """Rows of the ranks' files that out_path lacks are appended to it, then the files removed;
+    a merge cut short is finished by the next one, since rows are told apart by id."""
+    have = {row["id"] for row in read_rows(out_path)}
+    for path in rank_files(out_path):
+        rows = [row for row in read_rows(path) if row["id"] not in have]
+        append_rows(out_path, rows)
+        have.update(row["id"] for row in rows)
+        path.unlink()
+
+
 def rows_for(records: list[Record], out_path: Path, batch_size: int, desc: str,
              scorer: Callable[[list[Record]], list[dict]]) -> list[dict]:
-    """One row per record, in order: rows already in out_path are kept, the rest scored and appended."""
-    done = {row["id"]: row for row in read_rows(out_path)}
+    """One row per record, in order: rows already in out_path are kept, the rest scored and appended.
+
+    Under mlx.launch, rank r scores every Nth of the remaining records (by length, so that the
+    ranks get as much work) into its own file; rank 0 merges them into out_path.
+    """
+    done = {row["id"]: row for path in [out_path, *rank_files(out_path)] for row in read_rows(path)}
     todo = [r for r in records if r.id not in done]
-    with tqdm(total=len(records), initial=len(records) - len(todo), desc=desc, unit="q") as bar:
-        for batch in length_sorted_batches(todo, batch_size):
+    mine = by_length(todo)[distributed.rank()::distributed.size()]
+    own_path = out_path if distributed.size() == 1 else rank_file(out_path, distributed.rank())
+    finished = len(records) - len(todo)
+    with tqdm(total=finished + len(mine), initial=finished, desc=desc, unit="q", disable=not distributed.is_main()) as bar:
+        for batch in length_sorted_batches(mine, batch_size):
             rows = scorer(batch)
-            append_rows(out_path, rows)
+            append_rows(own_path, rows)
             done.update((row["id"], row) for row in rows)
             bar.update(len(batch))
+    distributed.barrier()  # every rank's file is complete
+    distributed.on_main(merge_rank_files, out_path)
+    done.update((row["id"], row) for row in read_rows(out_path))
     return [done[r.id] for r in records]
 
 
-def answer_and_grade(
-    model, tokenizer, records: list[Record], out_path: Path, judge: Judge | None, batch_size: int, desc: str
-) -> list[dict]:
-    return rows_for(records, out_path, batch_size, desc, lambda batch: score(model, tokenizer, batch, judge))
+def answer_and_grade(answer: Answerer, records: list[Record], out_path: Path, judge: Judge | None,
+                     batch_size: int, desc: str) -> list[dict]:
+    return rows_for(records, out_path, batch_size, desc, lambda batch: score(answer, batch, judge))
 
 
-def sample_and_grade(
-    model, tokenizer, records: list[Record], out_path: Path, judge: Judge | None, batch_size: int,
-    samples: int, temperature: float,
-) -> list[dict]:
+def sample_and_grade(answer: Answerer, records: list[Record], out_path: Path, judge: Judge | None,
+                     batch_size: int, samples: int, temperature: float) -> list[dict]:
     """Rows {id, samples_correct: [bool] * samples} from answers sampled at a temperature."""
 
     def scorer(batch):
         repeated = [r for r in batch for _ in range(samples)]
-        grades = grade_batch(repeated, answer_batch(model, tokenizer, repeated, temperature), judge)
+        grades = grade_batch(repeated, answer(repeated, temperature), judge)
         return [{"id": r.id, "samples_correct": [g.correct for g in grades[i * samples:(i + 1) * samples]]}
                 for i, r in enumerate(batch)]
 

@@ -99,15 +99,18 @@ JUDGE_INSTRUCTIONS = (
 )
 
 
-def judge_prompt(tokenizer, record: Record, response: str) -> list[int]:
+def judge_messages(record: Record, response: str) -> list[dict]:
     # The answer is fenced and any fence inside it removed, so it cannot close the tag early.
     fenced = response.replace("<answer>", "").replace("</answer>", "")
     content = (
         f"{JUDGE_INSTRUCTIONS}\n\nQuestion: {record.question}\n\nReference answer: {record.answer}\n\n"
         f"<answer>\n{fenced}\n</answer>\n\nIs the student answer correct? Reply yes or no."
     )
-    messages = [{"role": "user", "content": content}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    return [{"role": "user", "content": content}]
+
+
+def judge_prompt(tokenizer, record: Record, response: str) -> list[int]:
+    return tokenizer.apply_chat_template(judge_messages(record, response), add_generation_prompt=True)
 
 
 def verdict_token_ids(tokenizer) -> tuple[list[int], list[int]]:

@@ -2,6 +2,8 @@
 
 Each stage reads what the previous one wrote in the run folder and writes its own files,
 so a stage can run alone (`slearn_mlx train RUN`) and a rerun skips finished stages.
+Under mlx.launch every rank runs the stages that answer (sharded) and train (data-parallel);
+only rank 0 writes the shared files (distributed.py).
 
     RUN/config.json        the resolved configuration (a different one is refused)
     RUN/versions.json      software and device
@@ -23,7 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import __version__, blas
+from . import __version__, blas, distributed, server
+from .answer import in_process
 from .artifacts import read_json, read_rows, write_atomic, write_json
 from .data import Record, assign_splits, default_dataset, load_records
 from .evaluate import accuracy_table, answer_and_grade, rows_for, sample_and_grade, score
@@ -55,11 +58,17 @@ class RunConfig:
     probe_threshold: float = -1.0  # probe: mean log-probability of the reference at which it counts as known
     answer_batch_size: int = 64
     judge_model: str | None = None  # default: the model being adapted, without adapter
+    # Who answers in the diagnosis (and SliCK's sampling), and who judges free-form answers.
+    # The evaluation and validation answer in-process: the adapter in training is on no server.
+    backend: server.Backend = field(default_factory=server.Backend)
+    judge_backend: server.Backend = field(default_factory=server.Backend)
+    concurrency: int = 4  # requests in flight to a server
 
     @classmethod
     def from_json(cls, obj: dict) -> "RunConfig":
         select = SelectConfig(**{**obj["select"], "slick_keep": tuple(obj["select"]["slick_keep"])})
-        return cls(**{**obj, "select": select, "train": TrainConfig(**obj["train"])})
+        backends = {name: server.Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
+        return cls(**{**obj, "select": select, "train": TrainConfig(**obj["train"]), **backends})
 
     def to_json(self) -> dict:
         """As config.json holds it (tuples become lists), so a reread config compares equal."""
@@ -77,7 +86,13 @@ def config_fingerprint(config: RunConfig) -> str:
 def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
     """Fill in the defaults and turn paths absolute, so the config names exactly what ran."""
     data_path = Path(data).resolve() if data else default_dataset()
-    return RunConfig(data=str(data_path), model=str(resolve_model(model).resolve()), **options)
+    config = RunConfig(data=str(data_path), model=str(resolve_model(model).resolve()), **options)
+    for name, backend in [("--backend", config.backend), ("--judge-backend", config.judge_backend)]:
+        if backend.kind == "openai" and not backend.base_url:
+            raise RunError(f"{name} openai needs the server's URL (--base-url / --judge-base-url)")
+    if config.diagnosis == "probe" and config.backend.kind != "mlx":
+        raise RunError("--diagnosis probe scores the reference inside the model: it needs --backend mlx")
+    return config
 
 
 def default_run_dir(config: RunConfig, label: str | None = None) -> Path:
@@ -167,13 +182,19 @@ def finished_stages(run_dir: Path) -> dict:
 
 
 def mark_finished(run_dir: Path, stage: str, seconds: float, **facts) -> None:
-    stages = finished_stages(run_dir)
-    stages[stage] = {"seconds": round(seconds, 2), **facts}
-    write_json(run_dir / "stages.json", stages)
+    def write():
+        stages = finished_stages(run_dir)
+        stages[stage] = {"seconds": round(seconds, 2), **facts}
+        write_json(run_dir / "stages.json", stages)
+
+    distributed.on_main(write)
 
 
 def make_judge(config: RunConfig, loaded=None):
     """The judge is loaded on first use only: rule-gradable datasets never pay for it."""
+    if config.judge_backend.kind == "openai":
+        server.check_server(config.judge_backend)
+        return lambda items: server.judge_openai(config.judge_backend, items, config.concurrency)
     cache = {"model": loaded}
 
     def run_judge(items):
@@ -185,22 +206,26 @@ def make_judge(config: RunConfig, loaded=None):
     return run_judge
 
 
-def base_model_and_judge(config: RunConfig):
+def base_answerer_and_judge(config: RunConfig):
+    """The base model's answerer, on the chosen backend, and the judge."""
+    if config.backend.kind == "openai":
+        return server.answerer(config.backend, config.concurrency), make_judge(config)
     model, tokenizer = load_model(Path(config.model))
     same_judge = config.judge_model is None
-    return model, tokenizer, make_judge(config, (model, tokenizer) if same_judge else None)
+    return in_process(model, tokenizer), make_judge(config, (model, tokenizer) if same_judge else None)
 
 
 def diagnose(run_dir: Path) -> None:
     """Answer and grade every record with the base model."""
     run = load_run(run_dir)
     start = time.perf_counter()
-    model, tokenizer, run_judge = base_model_and_judge(run.config)
     if run.config.diagnosis == "probe":
+        model, tokenizer = load_model(Path(run.config.model))
         rows = rows_for(run.records, run_dir / "diagnosis.jsonl", run.config.answer_batch_size, "probe",
                         lambda batch: probe_batch(model, tokenizer, batch, run.config.probe_threshold))
     else:
-        rows = answer_and_grade(model, tokenizer, run.records, run_dir / "diagnosis.jsonl", run_judge,
+        answer, run_judge = base_answerer_and_judge(run.config)
+        rows = answer_and_grade(answer, run.records, run_dir / "diagnosis.jsonl", run_judge,
                                 run.config.answer_batch_size, "diagnose")
     mark_finished(run_dir, "diagnose", time.perf_counter() - start, records=len(rows),
                   correct=sum(r["correct"] for r in rows))
@@ -211,8 +236,8 @@ def sample(run_dir: Path) -> None:
     run = load_run(run_dir)
     start = time.perf_counter()
     select_config = run.config.select
-    model, tokenizer, run_judge = base_model_and_judge(run.config)
-    sample_and_grade(model, tokenizer, run.records_in("train"), run_dir / "samples.jsonl", run_judge,
+    answer, run_judge = base_answerer_and_judge(run.config)
+    sample_and_grade(answer, run.records_in("train"), run_dir / "samples.jsonl", run_judge,
                      run.config.answer_batch_size, select_config.slick_samples, select_config.slick_temperature)
     mark_finished(run_dir, "sample", time.perf_counter() - start, samples=select_config.slick_samples)
 
@@ -243,7 +268,8 @@ def select(run_dir: Path) -> None:
     samples = {row["id"]: row for row in read_rows(run_dir / "samples.jsonl")}
     diagnosis = [{**row, **samples.get(row["id"], {})} for row in diagnosed(run)]
     rows = select_records(run.records, diagnosis, run.ids("train"), run.config.select, run.config.seed)
-    write_atomic(run_dir / "selection.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
+    distributed.on_main(write_atomic, run_dir / "selection.jsonl",
+                        "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
     mark_finished(run_dir, "select", time.perf_counter() - start, selected=sum(r["selected"] for r in rows))
 
 
@@ -265,8 +291,10 @@ def train(run_dir: Path) -> None:
     validation = run.records_in("validation")
 
     def validate() -> float:
+        # Every rank validates on all records, so all take the same keep/stop decision.
+        answer = in_process(model, tokenizer)
         rows = [row for batch in range(0, len(validation), run.config.answer_batch_size)
-                for row in score(model, tokenizer, validation[batch:batch + run.config.answer_batch_size], run_judge)]
+                for row in score(answer, validation[batch:batch + run.config.answer_batch_size], run_judge)]
         return sum(row["correct"] for row in rows) / len(rows)
 
     facts = train_lora(model, tokenizer, [(by_id[s["id"]], s["target"]) for s in selected], run.config.train,
@@ -280,10 +308,10 @@ def evaluate(run_dir: Path) -> dict:
     start = time.perf_counter()
     adapter = run_dir / "adapter"
     model, tokenizer = load_model(Path(run.config.model), adapter if (adapter / "adapters.safetensors").exists() else None)
-    answer_and_grade(model, tokenizer, run.records, run_dir / "evaluation.jsonl", make_judge(run.config),
+    answer_and_grade(in_process(model, tokenizer), run.records, run_dir / "evaluation.jsonl", make_judge(run.config),
                      run.config.answer_batch_size, "evaluate")
     mark_finished(run_dir, "evaluate", time.perf_counter() - start, records=len(run.records))
-    return write_metrics(run_dir)
+    return finish_metrics(run_dir)
 
 
 def write_metrics(run_dir: Path) -> dict:
@@ -310,6 +338,12 @@ def write_metrics(run_dir: Path) -> dict:
     return metrics
 
 
+def finish_metrics(run_dir: Path) -> dict:
+    """write_metrics on rank 0; every rank returns what it wrote."""
+    distributed.on_main(write_metrics, run_dir)
+    return read_json(run_dir / "metrics.json")
+
+
 STAGE_FUNCTIONS = {"diagnose": diagnose, "sample": sample, "select": select, "train": train, "evaluate": evaluate}
 
 
@@ -319,8 +353,8 @@ def stages_for(config: RunConfig) -> list[str]:
 
 def adapt(config: RunConfig, run_dir: Path) -> dict:
     """The whole loop; stages already finished in run_dir are not redone."""
-    create_run(config, run_dir)
+    distributed.on_main(create_run, config, run_dir)
     for stage in stages_for(config):
         if stage not in finished_stages(run_dir):
             STAGE_FUNCTIONS[stage](run_dir)
-    return write_metrics(run_dir)
+    return finish_metrics(run_dir)

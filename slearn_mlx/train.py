@@ -5,7 +5,8 @@ every selected record is seen once per epoch, however the count divides by the b
 When a validation function is given, it is called after every epoch and the adapter of
 the best epoch is kept (not the last); training stops once `patience` epochs bring no
 improvement, or when `max_seconds` of training have passed. The adapter folder is what
-`mlx_lm.generate --adapter-path` loads.
+`mlx_lm.generate --adapter-path` loads. Under mlx.launch the ranks train data-parallel
+(mlx-lm splits each batch over them and averages the gradients); rank 0 writes the files.
 """
 
 import hashlib
@@ -28,6 +29,7 @@ from mlx_lm.tuner.trainer import TrainingArgs, train
 from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx.utils import tree_flatten, tree_unflatten
 
+from . import distributed
 from .answer import training_messages
 from .artifacts import append_rows, read_json, write_json
 from .data import Record
@@ -78,6 +80,15 @@ def padded_to_batches(items: list, batch_size: int, seed: int) -> list:
     return items + random.Random(seed).sample(items, missing)
 
 
+def ranks_batch_size(batch_size: int) -> int:
+    """mlx-lm splits every batch evenly over the ranks: round down to a multiple of their number."""
+    ranks = distributed.size()
+    fitted = max(ranks, batch_size - batch_size % ranks)
+    if fitted != batch_size:
+        log.warning(f"batch size {batch_size} is not divisible by the {ranks} ranks; training with {fitted}")
+    return fitted
+
+
 class StopTraining(Exception):
     pass
 
@@ -110,10 +121,12 @@ class EpochCallback:
         self.started = time.perf_counter() - progress["seconds"]
 
     def log(self, row: dict):
-        append_rows(self.adapter_dir / "train_log.jsonl", [row])
+        if distributed.is_main():
+            append_rows(self.adapter_dir / "train_log.jsonl", [row])
 
     def save_adapter(self):
-        save_arrays(self.adapter_dir / ADAPTER_FILE, dict(tree_flatten(self.model.trainable_parameters())))
+        if distributed.is_main():
+            save_arrays(self.adapter_dir / ADAPTER_FILE, dict(tree_flatten(self.model.trainable_parameters())))
 
     def on_train_loss_report(self, info: dict):
         self.log({"event": "train", "epoch": self.epochs_done + 1, **info})
@@ -123,7 +136,8 @@ class EpochCallback:
             self.stop("time budget")
 
     def over_budget(self) -> bool:
-        return bool(self.config.max_seconds) and time.perf_counter() - self.started > self.config.max_seconds
+        # Ranks' clocks differ: one rank stopping alone would leave the others waiting for its gradients.
+        return distributed.any_rank(bool(self.config.max_seconds) and time.perf_counter() - self.started > self.config.max_seconds)
 
     def stop(self, reason: str):
         self.stopped = True
@@ -149,6 +163,8 @@ class EpochCallback:
         self.checkpoint()
 
     def checkpoint(self):
+        if not distributed.is_main():
+            return
         arrays = {f"adapter.{k}": v for k, v in tree_flatten(self.model.trainable_parameters())}
         arrays.update({f"optimizer.{k}": v for k, v in tree_flatten(self.optimizer.state)})
         progress = {"epochs_done": self.epochs_done, "best_epoch": self.best_epoch, "best_score": self.best_score,
@@ -164,10 +180,13 @@ def resume(model, optimizer, adapter_dir: Path, adapter_config: dict) -> dict:
     """Progress of an interrupted training of the same configuration, its state loaded; else a fresh start."""
     fresh = {"epochs_done": 0, "best_epoch": 0, "best_score": -1.0, "stopped": False, "seconds": 0.0}
     config_path = adapter_dir / "adapter_config.json"
-    if not (adapter_dir / CHECKPOINT).exists() or read_json(config_path) != adapter_config:
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        adapter_dir.mkdir(parents=True)
-        write_json(config_path, adapter_config)
+    resumable = (adapter_dir / CHECKPOINT).exists() and read_json(config_path) == adapter_config
+    distributed.barrier()  # every rank has looked before rank 0 clears the folder
+    if not resumable:
+        if distributed.is_main():
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            adapter_dir.mkdir(parents=True)
+            write_json(config_path, adapter_config)
         return fresh
     state, metadata = mx.load(str(adapter_dir / CHECKPOINT), return_metadata=True)
     model.load_weights([(k[len("adapter."):], v) for k, v in state.items() if k.startswith("adapter.")], strict=False)
@@ -195,7 +214,7 @@ def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: Tra
         raise TrainingError(f"every selected record is longer than max_seq_length={config.max_seq_length} tokens")
     examples, tokenized = [e for e, _ in kept], [i for _, i in kept]
 
-    batch_size = min(config.batch_size, len(examples))
+    batch_size = ranks_batch_size(min(config.batch_size, len(examples)))
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     adapter_config = {
         "fine_tune_type": "lora",

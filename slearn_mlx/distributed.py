@@ -1,0 +1,50 @@
+"""Several processes on one run folder, started by `mlx.launch` (MLX's own distributed runtime).
+
+Every rank answers its share of the records (every Nth, of the records left to answer) and
+trains data-parallel through mlx-lm's trainer, which averages gradients over the ranks.
+Only rank 0 writes the shared run files; the other ranks wait for it at a barrier, so every
+rank reads the same files afterwards. The run folder must be at the same path on every host
+(a shared filesystem). Outside mlx.launch the world is one process and all this is a no-op.
+"""
+
+from functools import cache
+
+import mlx.core as mx
+
+
+@cache
+def world():
+    return mx.distributed.init()
+
+
+def rank() -> int:
+    return world().rank()
+
+
+def size() -> int:
+    return world().size()
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when it is true on one, so that all ranks take the same branch."""
+    if size() == 1:
+        return flag
+    return mx.distributed.all_sum(mx.array(float(flag)), stream=mx.cpu).item() > 0
+
+
+def barrier() -> None:
+    any_rank(False)
+
+
+def on_main(fn, *args, **kwargs) -> None:
+    """fn runs on rank 0 alone (it writes shared files); every rank waits until it is done.
+
+    When it fails, rank 0 exits with the error and mlx.launch stops the waiting ranks.
+    """
+    if is_main():
+        fn(*args, **kwargs)
+    barrier()
