@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from . import loop
-from .data import DataError
+from .data import KINDS, DataError
 from .gguf import GGUFImportError
+from .grade import JUDGE_THRESHOLD, JUDGED_KINDS
 from .models import ModelError
 from .select import POLICIES
 from .train import TrainConfig
@@ -31,7 +32,12 @@ def run_options(command):
                      help="Fraction of records never trained on, to measure generalisation."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--answer-batch-size", type=click.IntRange(1), default=64, show_default=True),
-        click.option("--judge-model", help="Model that grades free-form answers [default: --model]."),
+        click.option("--judge-model", help="Model that grades the --judge-kind records [default: --model]."),
+        click.option("--judge-kind", "judge_kinds", multiple=True, type=click.Choice(KINDS),
+                     default=sorted(JUDGED_KINDS), show_default=True,
+                     help="Grade records of this kind with the judge instead of the rules (repeatable)."),
+        click.option("--judge-threshold", type=click.FloatRange(0, 1), default=JUDGE_THRESHOLD, show_default=True,
+                     help="The judge's probability of 'correct' from which an answer counts as right."),
         click.option("--epochs", type=click.IntRange(1), default=defaults.epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=defaults.batch_size, show_default=True),
         click.option("--learning-rate", type=float, default=defaults.learning_rate, show_default=True),
@@ -44,6 +50,7 @@ def run_options(command):
 
 
 def start_run(data, model, out, epochs, batch_size, learning_rate, lora_rank, lora_layers, **options) -> Path:
+    options["judge_kinds"] = sorted(options["judge_kinds"])
     train = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                         lora_rank=lora_rank, lora_layers=lora_layers, seed=options["seed"])
     config = loop.resolve_config(data, model, train=train, **options)

@@ -4,7 +4,6 @@ Rows are appended to the stage's JSONL as each batch finishes, so an interrupted
 resumes where it stopped instead of answering everything again.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -12,24 +11,12 @@ from tqdm import tqdm
 from .answer import answer_batch, length_sorted_batches
 from .artifacts import append_rows, read_rows
 from .data import Record
-from .grade import Grade, grade_by_rule
-
-Judge = Callable[[list[tuple[Record, str]]], list[Grade]]
-
-
-def grade_batch(records: list[Record], responses: list[str], judge: Judge | None) -> list[Grade]:
-    grades = [grade_by_rule(r, resp) for r, resp in zip(records, responses)]
-    needs_judge = [i for i, g in enumerate(grades) if g is None]
-    if needs_judge:
-        if judge is None:
-            raise ValueError("records of kind 'long' need a judge model")
-        for i, g in zip(needs_judge, judge([(records[i], responses[i]) for i in needs_judge])):
-            grades[i] = g
-    return grades
+from .grade import JUDGED_KINDS, Judge, auto_grade
 
 
 def answer_and_grade(
-    model, tokenizer, records: list[Record], out_path: Path, judge: Judge | None, batch_size: int, desc: str
+    model, tokenizer, records: list[Record], out_path: Path, judge: Judge | None, batch_size: int, desc: str,
+    judged_kinds: frozenset[str] = JUDGED_KINDS,
 ) -> list[dict]:
     """One row per record: {id, response, correct, grader, score}; finished rows in out_path are kept."""
     done = {row["id"]: row for row in read_rows(out_path)}
@@ -39,7 +26,7 @@ def answer_and_grade(
             responses = answer_batch(model, tokenizer, batch)
             rows = [
                 {"id": r.id, "response": resp, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4)}
-                for r, resp, g in zip(batch, responses, grade_batch(batch, responses, judge))
+                for r, resp, g in zip(batch, responses, auto_grade(batch, responses, judge, judged_kinds))
             ]
             append_rows(out_path, rows)
             done.update((row["id"], row) for row in rows)

@@ -26,7 +26,7 @@ from . import __version__, blas
 from .artifacts import read_json, read_rows, write_atomic, write_json
 from .data import Record, default_dataset, holdout_ids, load_records
 from .evaluate import accuracy_table, answer_and_grade
-from .grade import judge
+from .grade import JUDGE_THRESHOLD, JUDGED_KINDS, judge
 from .models import load_model, resolve_model, runs_on_cpu
 from .report import render_report
 from .select import select_records
@@ -48,6 +48,8 @@ class RunConfig:
     seed: int = 0
     answer_batch_size: int = 64
     judge_model: str | None = None  # default: the model being adapted, without adapter
+    judge_kinds: list[str] = field(default_factory=lambda: sorted(JUDGED_KINDS))  # kinds graded by the judge
+    judge_threshold: float = JUDGE_THRESHOLD
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -139,7 +141,7 @@ def make_judge(config: RunConfig, loaded=None):
         if cache["model"] is None:
             cache["model"] = load_model(resolve_model(config.judge_model or config.model))
         model, tokenizer = cache["model"]
-        return judge(model, tokenizer, items)
+        return judge(model, tokenizer, items, config.judge_threshold)
 
     return run_judge
 
@@ -153,6 +155,7 @@ def diagnose(run_dir: Path) -> None:
     rows = answer_and_grade(
         model, tokenizer, records, run_dir / "diagnosis.jsonl",
         make_judge(config, (model, tokenizer) if same_judge else None), config.answer_batch_size, "diagnose",
+        frozenset(config.judge_kinds),
     )
     mark_finished(run_dir, "diagnose", time.perf_counter() - start, records=len(rows),
                   correct=sum(r["correct"] for r in rows))
@@ -192,7 +195,7 @@ def evaluate(run_dir: Path) -> dict:
     adapter = run_dir / "adapter"
     model, tokenizer = load_model(Path(config.model), adapter if (adapter / "adapters.safetensors").exists() else None)
     after = answer_and_grade(model, tokenizer, records, run_dir / "evaluation.jsonl", make_judge(config),
-                             config.answer_batch_size, "evaluate")
+                             config.answer_batch_size, "evaluate", frozenset(config.judge_kinds))
     mark_finished(run_dir, "evaluate", time.perf_counter() - start, records=len(after))
     return write_metrics(run_dir)
 
