@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .answer import question_text
 from .data import Record
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -165,31 +166,30 @@ def choices_of(record: Record) -> dict[str, str] | None:
 
 LETTER_PATTERNS = [
     re.compile(r"^\W*\(([A-Za-z])\)"),  # "(b)"
-    re.compile(r"^\W*([A-Z])(?:[.):]|\s|$)"),  # "B", "B) text", "B. text"
-    re.compile(r"\banswer(?: is)?\s*[:\-]?\s*\(?([A-Za-z])\)?(?:\W|$)", re.IGNORECASE),  # "Answer: B"
-    re.compile(r"\boption\s*\(?([A-Za-z])\)?(?:\W|$)", re.IGNORECASE),  # "option D"
+    re.compile(r"^\W*([A-Z])(?:[.):]|$)"),  # "B", "B) text", "B. text"; not "I think" or "A solution"
+    re.compile(r"\b(?i:answer)(?: is)?\s*[:\-]?\s*\(?([A-Z])\)?(?:\W|$)"),  # "Answer: B", not "answer is a ..."
+    re.compile(r"\b(?i:option)\s*\(?([A-Z])\)?(?:\W|$)"),  # "option D"
+    MCQ_OPTION,  # any line "C) text": a response reciting the options names them all
 ]
 LETTER_HEDGE = re.compile(r"\b[A-J]\)?\s*(?:,|/|\bor\b|\band\b)\s*\(?[A-J]\b")  # "A or B", "B, C"
+LEADING_LETTER = re.compile(r"^\W*\(?[A-Z][.):]\s*")
 DEFAULT_LETTERS = "ABCDE"
 
 
 def option_letter(response: str, choices: dict[str, str] | None) -> str | None:
     """The option a response picks: a letter in a usual form, or an option's text alone.
 
-    A response that names two letters ("A or B") picks nothing.
+    A response that names two options picks nothing: "A or B", "A) ... The correct answer is D",
+    a recital of the options, or a letter with another option's text ("C) <text of D>").
     """
     if LETTER_HEDGE.search(response):
         return None
     letters = {letter.upper() for letter in choices} if choices else set(DEFAULT_LETTERS)
-    for pattern in LETTER_PATTERNS:
-        if (m := pattern.search(response.strip())) and m.group(1).upper() in letters:
-            return m.group(1).upper()
+    named = {m.group(1).upper() for pattern in LETTER_PATTERNS for m in pattern.finditer(response.strip())}
     if choices:
-        said = normalize(response)
-        picked = [letter for letter, text in choices.items() if normalize(text) and normalize(text) == said]
-        if len(picked) == 1:
-            return picked[0].upper()
-    return None
+        said = normalize(LEADING_LETTER.sub("", response.strip()))
+        named |= {letter.upper() for letter, text in choices.items() if normalize(text) and normalize(text) == said}
+    return named.pop() if len(named) == 1 and named <= letters else None
 
 
 def multiple_choice(response: str, record: Record) -> bool:
@@ -224,11 +224,18 @@ JUDGE_INSTRUCTIONS = (
 )
 
 
+def reference_text(record: Record) -> str:
+    """The reference as a judge needs it: an option letter alone means nothing without its text."""
+    option = (choices_of(record) or {}).get(record.answer.strip().upper()) if record.kind == "mcq" else None
+    return f"{record.answer}) {option}" if option else record.answer
+
+
 def judge_prompt(tokenizer, record: Record, response: str) -> list[int]:
     # The answer is fenced and any fence inside it removed, so it cannot close the tag early.
     fenced = response.replace("<answer>", "").replace("</answer>", "")
     content = (
-        f"{JUDGE_INSTRUCTIONS}\n\nQuestion: {record.question}\n\nReference answer: {record.answer}\n\n"
+        f"{JUDGE_INSTRUCTIONS}\n\nQuestion: {question_text(record)}\n\n"
+        f"Reference answer: {reference_text(record)}\n\n"
         f"<answer>\n{fenced}\n</answer>\n\nIs the student answer correct? Reply yes or no."
     )
     messages = [{"role": "user", "content": content}]

@@ -50,6 +50,11 @@ def test_exact_match_normalises_but_wants_nothing_else():
 @pytest.mark.parametrize("response, letter", [
     ("B", "B"), ("(b)", "B"), ("Answer: B", "B"), ("B) blue", "B"), ("The answer is (C).", "C"),
     ("blue", "B"), ("I think option D", "D"), ("no idea", None), ("A or B", None), ("B, C", None),
+    ("A) red\n\nThe correct answer is D) yellow.", None),  # two picks
+    ("A) red\nB) blue\nC) green", None),  # a recital of the options
+    ("C) blue", None),  # a letter with another option's text
+    ("The answer is a blue one, option B", "B"),  # the article "a" is not option A
+    ("E: blue", None),  # a letter that is no option, with B's text
 ])
 def test_option_letter_forms(response, letter):
     assert option_letter(response, {"A": "red", "B": "blue", "C": "green", "D": "yellow"}) == letter
