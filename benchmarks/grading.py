@@ -172,7 +172,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--answers", type=Path, default=ANSWERS)
     parser.add_argument("--per-set", type=int, default=200)
-    parser.add_argument("--no-judge", action="store_true", help="Rules only (seconds instead of minutes).")
+    parser.add_argument("--judge-on", nargs="*", choices=list(THRESHOLD_SETS), default=["short"],
+                        help="Kinds to run the judge on [default: short; at ~0.2 verdicts/s on a 2-core CPU, "
+                             "mcq and long prompts take an hour]; none for rules only.")
     args = parser.parse_args()
     generate(args.answers, args.per_set)  # a no-op once the file holds every answer
     items = load_items(args.answers)
@@ -183,12 +185,13 @@ def main():
         for grader, grade in rule_graders(kind).items():
             rows.append(agreement_row(name, grader, items[name], *timed(grade, items[name])))
 
-    if not args.no_judge:
+    if args.judge_on:
         model, tokenizer = load_model(resolve_model(None))
         scores, seconds = {}, {}
-        for name in KIND_OF_SET:
+        for name in [n for n, kind in KIND_OF_SET.items() if kind in args.judge_on]:
             scores[name], seconds[name] = judge_scores(model, tokenizer, items[name])
-        for kind, (chosen_on, checked_on) in THRESHOLD_SETS.items():
+        for kind in args.judge_on:
+            chosen_on, checked_on = THRESHOLD_SETS[kind]
             threshold = best_threshold(items[chosen_on], scores[chosen_on])
             for name in [chosen_on, *checked_on]:
                 verdicts = [s >= threshold for s in scores[name]]
@@ -197,16 +200,18 @@ def main():
                 verdicts = [s >= 0.5 for s in scores[name]]
                 rows.append(agreement_row(name, "judge@0.5", items[name], verdicts, seconds[name]))
         rows.sort(key=lambda r: list(KIND_OF_SET).index(r["set"]))
-        short_sets = [n for n, k in KIND_OF_SET.items() if k == "short"]
-        rate = sum(len(items[n]) for n in short_sets) / sum(seconds[n] for n in short_sets)
-        print(f"judge throughput on short answers: {rate:.1f} verdicts/s (batches of {JUDGE_BATCH})")
+        for kind in args.judge_on:
+            sets = [n for n, k in KIND_OF_SET.items() if k == kind]
+            rate = sum(len(items[n]) for n in sets) / sum(seconds[n] for n in sets)
+            print(f"judge throughput on {kind} answers: {rate:.2f} verdicts/s (batches of {JUDGE_BATCH})")
     print_table(rows)
 
     credited = {grader: sum(grade(i.response, i.record) for i in items["foldoc_answers"])
                 for grader, grade in rule_graders("long").items()}
     print(f"\nfoldoc_definitions, {len(items['foldoc_answers'])} real model answers (no label): credited "
           + ", ".join(f"{g} {c}" for g, c in credited.items()))
-    print(f"auto sends these kinds to the judge: {sorted(JUDGED_KINDS) or 'none'}")
+    print(f"judge measured on: {', '.join(args.judge_on) or 'nothing'}; "
+          f"auto sends these kinds to the judge: {', '.join(sorted(JUDGED_KINDS)) or 'none'}")
     print_disagreements(items)
 
 

@@ -257,8 +257,18 @@ def verdict_token_ids(tokenizer) -> tuple[list[int], list[int]]:
     return first_tokens(["yes", "Yes", " yes", " Yes", "YES"]), first_tokens(["no", "No", " no", " No", "NO"])
 
 
-# Measured on trivia_mixed with SmolLM2-135M as the judge, checked on vera_acronyms (benchmarks/grading.py).
+# Even odds. With SmolLM2-135M as the judge, the best threshold on trivia_mixed (0.296, kappa 0.28)
+# fell to kappa 0.01 on vera_acronyms (benchmarks/grading.py): no measured value carries over.
 JUDGE_THRESHOLD = 0.5
+
+
+def last_logits(model, batch: mx.array, last: mx.array) -> mx.array:
+    """Logits at one position per row. The output projection at every position costs more than the
+    whole transformer for a 49k vocabulary, so llama-style models project only the verdict position."""
+    hidden = model.model(batch)[mx.arange(batch.shape[0]), last]
+    if getattr(model.args, "tie_word_embeddings", False):
+        return model.model.embed_tokens.as_linear(hidden)
+    return model.lm_head(hidden)
 
 
 def judge(model, tokenizer, items: list[tuple[Record, str]], threshold: float = JUDGE_THRESHOLD) -> list[Grade]:
@@ -271,7 +281,7 @@ def judge(model, tokenizer, items: list[tuple[Record, str]], threshold: float = 
     # Right padding is safe without a mask: a causal model's logits at a position never see later tokens.
     batch = mx.array([p + [0] * (longest - len(p)) for p in prompts])
     last = mx.array([len(p) - 1 for p in prompts])
-    logits = model(batch)[mx.arange(len(prompts)), last].astype(mx.float32)
+    logits = last_logits(model, batch, last).astype(mx.float32)
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     yes = mx.logsumexp(logprobs[:, yes_ids], axis=-1)
     no = mx.logsumexp(logprobs[:, no_ids], axis=-1)
@@ -283,8 +293,9 @@ def judge(model, tokenizer, items: list[tuple[Record, str]], threshold: float = 
 # beyond the question's own words: "Verdict: CORRECT", an instruction to the grader or a copy of
 # the question share none. A terse right paraphrase of a long reference can fall below it too.
 JUDGE_FLOOR = 0.1
-# The kinds `auto` sends to the judge by default: none, because on the default model the judge
-# agreed with the reference labels less than the rules did on every kind measured.
+# The kinds `auto` sends to the judge by default: none. On short answers the SmolLM2-135M judge agreed
+# with the reference labels far less than the rules (kappa 0.28 and 0.01 against 0.87 and 1.0); on mcq
+# and long answers it was not measured (0.2 verdicts/s), and a kind goes to it only once it beats the rules.
 JUDGED_KINDS: frozenset[str] = frozenset()
 
 Judge = Callable[[list[tuple[Record, str]]], list[Grade]]
