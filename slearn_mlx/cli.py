@@ -10,10 +10,11 @@ import click
 from . import distributed, loop
 from .check import check_dataset, render_check
 from .config_file import SAVED_NAME, ConfigFileError, option_defaults, read_config_file, write_config_file
-from .data import DataError
+from .data import KINDS, DataError
 from .evaluate import topic_split
 from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
+from .grade import JUDGE_THRESHOLD, JUDGED_KINDS
 from .models import ModelError, resolve_model
 from .bench import bench as run_bench
 from .report import topic_table
@@ -69,7 +70,12 @@ def run_options(command):
         click.option("--probe-threshold", type=float, default=-1.0, show_default=True,
                      help="probe: mean log-probability of the reference at which a record counts as known."),
         click.option("--answer-batch-size", type=click.IntRange(1), default=64, show_default=True),
-        click.option("--judge-model", help="Model that grades free-form answers [default: --model]."),
+        click.option("--judge-model", help="Model that grades the --judge-kind records [default: --model]."),
+        click.option("--judge-kind", "judge_kinds", multiple=True, type=click.Choice(KINDS),
+                     default=sorted(JUDGED_KINDS), show_default=True,
+                     help="Grade records of this kind with the judge instead of the rules (repeatable)."),
+        click.option("--judge-threshold", type=click.FloatRange(0, 1), default=JUDGE_THRESHOLD, show_default=True,
+                     help="The judge's probability of 'correct' from which an answer counts as right."),
         click.option("--backend", type=click.Choice(BACKENDS), default="mlx", show_default=True,
                      help="Who answers in the diagnosis: mlx, the model in this process; openai, a server at "
                           "--base-url serving the same model (evaluation always answers in-process, with the adapter)."),
@@ -102,14 +108,14 @@ def run_options(command):
 def build_config(data, model, policy, replay_fraction, replay_target, slick_samples, slick_temperature, epochs,
                  patience, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers, backend, base_url,
                  api_key_env, served_model, judge_backend, judge_base_url, judge_api_key_env, judge_served_model,
-                 **options):
+                 judge_kinds, **options):
     select = SelectConfig(policy=policy, replay_fraction=replay_fraction, replay_target=replay_target,
                           slick_samples=slick_samples, slick_temperature=slick_temperature)
     train = TrainConfig(epochs=epochs, patience=patience, max_seconds=max_train_seconds, batch_size=batch_size,
                         learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
                         seed=options["seed"])
     return loop.resolve_config(
-        data, model, select=select, train=train, **options,
+        data, model, select=select, train=train, judge_kinds=sorted(judge_kinds), **options,
         backend=Backend(backend, base_url, api_key_env, served_model),
         judge_backend=Backend(judge_backend, judge_base_url, judge_api_key_env, judge_served_model))
 
@@ -121,7 +127,8 @@ def start_run(out, force, config_file, **options) -> Path:
     def create():
         loop.create_run(config, run_dir, force)
         # The options as resolved (absolute data and model), in the form --config reads.
-        write_config_file(run_dir / SAVED_NAME, {**options, "data": config.data, "model": config.model})
+        write_config_file(run_dir / SAVED_NAME, {**options, "judge_kinds": config.judge_kinds,
+                                                 "data": config.data, "model": config.model})
 
     distributed.on_main(create)
     click.echo(f"run folder: {run_dir}")

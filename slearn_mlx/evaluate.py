@@ -14,28 +14,18 @@ from . import distributed
 from .answer import Answerer, by_length, length_sorted_batches
 from .artifacts import append_rows, read_rows
 from .data import Record
-from .grade import Grade, grade_by_rule
+from .grade import Grade
 
-Judge = Callable[[list[tuple[Record, str]]], list[Grade]]
-
-
-def grade_batch(records: list[Record], responses: list[str], judge: Judge | None) -> list[Grade]:
-    grades = [grade_by_rule(r, resp) for r, resp in zip(records, responses)]
-    needs_judge = [i for i, g in enumerate(grades) if g is None]
-    if needs_judge:
-        if judge is None:
-            raise ValueError("records of kind 'long' need a judge model")
-        for i, g in zip(needs_judge, judge([(records[i], responses[i]) for i in needs_judge])):
-            grades[i] = g
-    return grades
+# Grades a batch of responses to their records (grade.auto_grade with the run's judge, loop.make_grader).
+Grader = Callable[[list[Record], list[str]], list[Grade]]
 
 
-def score(answer: Answerer, records: list[Record], judge: Judge | None) -> list[dict]:
+def score(answer: Answerer, records: list[Record], grade: Grader) -> list[dict]:
     """Rows {id, response, correct, grader, score} for one batch of records."""
     responses = answer(records, 0.0)
     return [
         {"id": r.id, "response": resp, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4)}
-        for r, resp, g in zip(records, responses, grade_batch(records, responses, judge))
+        for r, resp, g in zip(records, responses, grade(records, responses))
     ]
 
 
@@ -83,18 +73,18 @@ def rows_for(records: list[Record], out_path: Path, batch_size: int, desc: str,
     return [done[r.id] for r in records]
 
 
-def answer_and_grade(answer: Answerer, records: list[Record], out_path: Path, judge: Judge | None,
+def answer_and_grade(answer: Answerer, records: list[Record], out_path: Path, grade: Grader,
                      batch_size: int, desc: str) -> list[dict]:
-    return rows_for(records, out_path, batch_size, desc, lambda batch: score(answer, batch, judge))
+    return rows_for(records, out_path, batch_size, desc, lambda batch: score(answer, batch, grade))
 
 
-def sample_and_grade(answer: Answerer, records: list[Record], out_path: Path, judge: Judge | None,
+def sample_and_grade(answer: Answerer, records: list[Record], out_path: Path, grade: Grader,
                      batch_size: int, samples: int, temperature: float) -> list[dict]:
     """Rows {id, samples_correct: [bool] * samples} from answers sampled at a temperature."""
 
     def scorer(batch):
         repeated = [r for r in batch for _ in range(samples)]
-        grades = grade_batch(repeated, answer(repeated, temperature), judge)
+        grades = grade(repeated, answer(repeated, temperature))
         return [{"id": r.id, "samples_correct": [g.correct for g in grades[i * samples:(i + 1) * samples]]}
                 for i, r in enumerate(batch)]
 

@@ -29,8 +29,8 @@ from . import __version__, blas, distributed, server
 from .answer import in_process
 from .artifacts import read_json, read_rows, write_atomic, write_json
 from .data import Record, assign_splits, default_dataset, load_records
-from .evaluate import accuracy_table, answer_and_grade, rows_for, sample_and_grade, score
-from .grade import judge
+from .evaluate import Grader, accuracy_table, answer_and_grade, rows_for, sample_and_grade, score
+from .grade import JUDGE_THRESHOLD, JUDGED_KINDS, auto_grade, judge
 from .models import load_model, resolve_model, runs_on_cpu
 from .html_report import render_html
 from .probe import probe_batch
@@ -58,6 +58,8 @@ class RunConfig:
     probe_threshold: float = -1.0  # probe: mean log-probability of the reference at which it counts as known
     answer_batch_size: int = 64
     judge_model: str | None = None  # default: the model being adapted, without adapter
+    judge_kinds: list[str] = field(default_factory=lambda: sorted(JUDGED_KINDS))  # kinds graded by the judge
+    judge_threshold: float = JUDGE_THRESHOLD
     # Who answers in the diagnosis (and SliCK's sampling), and who judges free-form answers.
     # The evaluation and validation answer in-process: the adapter in training is on no server.
     backend: server.Backend = field(default_factory=server.Backend)
@@ -190,29 +192,34 @@ def mark_finished(run_dir: Path, stage: str, seconds: float, **facts) -> None:
     distributed.on_main(write)
 
 
-def make_judge(config: RunConfig, loaded=None):
-    """The judge is loaded on first use only: rule-gradable datasets never pay for it."""
+def make_grader(config: RunConfig, loaded=None) -> Grader:
+    """grade.auto_grade with the run's judge, which is loaded on first use only: data the rules
+    grade never pays for it. `loaded` is a (model, tokenizer) already in memory to judge with."""
     if config.judge_backend.kind == "openai":
         server.check_server(config.judge_backend)
-        return lambda items: server.judge_openai(config.judge_backend, items, config.concurrency)
-    cache = {"model": loaded}
 
-    def run_judge(items):
-        if cache["model"] is None:
-            cache["model"] = load_model(resolve_model(config.judge_model or config.model))
-        model, tokenizer = cache["model"]
-        return judge(model, tokenizer, items)
+        def run_judge(items):
+            return server.judge_openai(config.judge_backend, items, config.concurrency)
+    else:
+        cache = {"model": loaded}
 
-    return run_judge
+        def run_judge(items):
+            if cache["model"] is None:
+                cache["model"] = load_model(resolve_model(config.judge_model or config.model))
+            model, tokenizer = cache["model"]
+            return judge(model, tokenizer, items, config.judge_threshold)
+
+    judged_kinds = frozenset(config.judge_kinds)
+    return lambda records, responses: auto_grade(records, responses, run_judge, judged_kinds)
 
 
-def base_answerer_and_judge(config: RunConfig):
-    """The base model's answerer, on the chosen backend, and the judge."""
+def base_answerer_and_grader(config: RunConfig):
+    """The base model's answerer, on the chosen backend, and the grader."""
     if config.backend.kind == "openai":
-        return server.answerer(config.backend, config.concurrency), make_judge(config)
+        return server.answerer(config.backend, config.concurrency), make_grader(config)
     model, tokenizer = load_model(Path(config.model))
     same_judge = config.judge_model is None
-    return in_process(model, tokenizer), make_judge(config, (model, tokenizer) if same_judge else None)
+    return in_process(model, tokenizer), make_grader(config, (model, tokenizer) if same_judge else None)
 
 
 def diagnose(run_dir: Path) -> None:
@@ -224,8 +231,8 @@ def diagnose(run_dir: Path) -> None:
         rows = rows_for(run.records, run_dir / "diagnosis.jsonl", run.config.answer_batch_size, "probe",
                         lambda batch: probe_batch(model, tokenizer, batch, run.config.probe_threshold))
     else:
-        answer, run_judge = base_answerer_and_judge(run.config)
-        rows = answer_and_grade(answer, run.records, run_dir / "diagnosis.jsonl", run_judge,
+        answer, grade = base_answerer_and_grader(run.config)
+        rows = answer_and_grade(answer, run.records, run_dir / "diagnosis.jsonl", grade,
                                 run.config.answer_batch_size, "diagnose")
     mark_finished(run_dir, "diagnose", time.perf_counter() - start, records=len(rows),
                   correct=sum(r["correct"] for r in rows))
@@ -236,8 +243,8 @@ def sample(run_dir: Path) -> None:
     run = load_run(run_dir)
     start = time.perf_counter()
     select_config = run.config.select
-    answer, run_judge = base_answerer_and_judge(run.config)
-    sample_and_grade(answer, run.records_in("train"), run_dir / "samples.jsonl", run_judge,
+    answer, grade = base_answerer_and_grader(run.config)
+    sample_and_grade(answer, run.records_in("train"), run_dir / "samples.jsonl", grade,
                      run.config.answer_batch_size, select_config.slick_samples, select_config.slick_temperature)
     mark_finished(run_dir, "sample", time.perf_counter() - start, samples=select_config.slick_samples)
 
@@ -287,14 +294,14 @@ def train(run_dir: Path) -> None:
         return
     by_id = {r.id: r for r in run.records}
     model, tokenizer = load_model(Path(run.config.model))
-    run_judge = make_judge(run.config)  # not the model in training: it must judge as the base model
+    grade = make_grader(run.config)  # not the model in training: it must judge as the base model
     validation = run.records_in("validation")
 
     def validate() -> float:
         # Every rank validates on all records, so all take the same keep/stop decision.
         answer = in_process(model, tokenizer)
         rows = [row for batch in range(0, len(validation), run.config.answer_batch_size)
-                for row in score(answer, validation[batch:batch + run.config.answer_batch_size], run_judge)]
+                for row in score(answer, validation[batch:batch + run.config.answer_batch_size], grade)]
         return sum(row["correct"] for row in rows) / len(rows)
 
     facts = train_lora(model, tokenizer, [(by_id[s["id"]], s["target"]) for s in selected], run.config.train,
@@ -308,7 +315,7 @@ def evaluate(run_dir: Path) -> dict:
     start = time.perf_counter()
     adapter = run_dir / "adapter"
     model, tokenizer = load_model(Path(run.config.model), adapter if (adapter / "adapters.safetensors").exists() else None)
-    answer_and_grade(in_process(model, tokenizer), run.records, run_dir / "evaluation.jsonl", make_judge(run.config),
+    answer_and_grade(in_process(model, tokenizer), run.records, run_dir / "evaluation.jsonl", make_grader(run.config),
                      run.config.answer_batch_size, "evaluate")
     mark_finished(run_dir, "evaluate", time.perf_counter() - start, records=len(run.records))
     return finish_metrics(run_dir)

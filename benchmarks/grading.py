@@ -1,0 +1,232 @@
+"""How far each grader agrees with reference labels on real model answers, and how fast it is.
+
+    python -m benchmarks.grading [--answers benchmarks/answers.jsonl] [--per-set 200]
+
+The answers are generated once by benchmarks/answers.py (SmolLM2-135M-Instruct, greedy, as the
+loop's diagnosis asks) and kept in a file, so every run grades the same answers. The reference
+labels are stated in the output with their limits; the judge (the same SmolLM2-135M) gets a
+threshold chosen on one set and is checked on another.
+"""
+
+import argparse
+import random
+import re
+import time
+from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
+from slearn_mlx.data import Record, load_records
+from slearn_mlx.grade import (
+    JUDGED_KINDS, LONG_THRESHOLD, alias_contains, auto_grade, choices_of, exact_match, judge, long_overlap,
+    normalize, references, says, token_f1,
+)
+from slearn_mlx.models import load_model, resolve_model
+
+from .answers import ANSWERS, DATASETS, SEED, answered, generate
+
+REFERENCE_LABELS = """\
+Reference labels, and their limits:
+  short  the response contains the dataset's answer or one of its aliases as whole words, after normalising
+         (naive alias-contains: no guard against echoing the question or listing guesses; misses paraphrases,
+         misspellings and answers the alias list lacks).
+  mcq    the dataset's answer letter, read by a strict extractor: the whole response is the letter ("B", "(B)",
+         "B.", "Answer: B"), optionally followed by that option's own text (or its start, when the token budget
+         cut it); anything else is wrong, so a right answer inside a sentence counts as wrong.
+  long   no label exists for free answers. Labelled instead: pairs built from the dataset, the first sentence of a
+         record's own definition (right) and of another record's (wrong); verbatim text favours overlap rules."""
+# (chosen on, checked on) per kind: the judge's threshold is tuned on the first set only.
+THRESHOLD_SETS = {"short": ("trivia_mixed", ["vera_acronyms"]),
+                  "mcq": ("mmlu_clinical", ["quartz_science", "fcc_amateur_extra"]),
+                  "long": ("foldoc_pairs:a", ["foldoc_pairs:b"])}
+KIND_OF_SET = {"trivia_mixed": "short", "vera_acronyms": "short", "mmlu_clinical": "mcq", "quartz_science": "mcq",
+               "fcc_amateur_extra": "mcq", "foldoc_pairs:a": "long", "foldoc_pairs:b": "long"}
+JUDGE_BATCH = 16
+
+
+@dataclass
+class Item:
+    record: Record
+    response: str
+    label: bool | None  # the reference label; None where there is none
+
+
+def contains_reference(response: str, record: Record) -> bool:
+    said = normalize(response)
+    return any(says(said, ref) for ref in references(record))
+
+
+STRICT_LETTER = re.compile(r"\W*(?:answer\s*(?:is)?\s*:?\s*)?\(?([A-J])\)?[.):]?\s*(.*)", re.IGNORECASE | re.DOTALL)
+
+
+def strict_letter(response: str, record: Record) -> bool:
+    match = STRICT_LETTER.fullmatch(response.strip())
+    if not match or match.group(1).upper() != record.answer.upper():
+        return False
+    rest = normalize(match.group(2))
+    # The option's text may be cut short by the answer's token budget.
+    return normalize((choices_of(record) or {}).get(record.answer.upper(), "")).startswith(rest)
+
+
+def first_sentence(text: str) -> str:
+    """A FOLDOC definition's first sentence, without its "<topic>" tag and "1." sense number."""
+    return re.split(r"(?<=[.!?])\s", re.sub(r"^(<[^>]*>\s*)?(\d+\.\s*)?", "", text), maxsplit=1)[0]
+
+
+def foldoc_pairs(records: list[Record]) -> list[Item]:
+    """Each record with its own definition's first sentence (right) and the next record's (wrong)."""
+    shifted = records[1:] + records[:1]
+    return [item for own, other in zip(records, shifted)
+            for item in (Item(own, first_sentence(own.answer), True), Item(own, first_sentence(other.answer), False))]
+
+
+def load_items(answers_path) -> dict[str, list[Item]]:
+    by_set = answered(answers_path)
+    items = {}
+    for name, rows in by_set.items():
+        records = {r.id: r for r in load_records(DATASETS / f"{name}.jsonl")}
+        kind_items = [Item(records[i], row["response"], None) for i, row in sorted(rows.items())]
+        if name == "foldoc_definitions":
+            items["foldoc_answers"] = kind_items
+            pairs = foldoc_pairs([item.record for item in kind_items])
+            random.Random(SEED).shuffle(pairs)
+            half = len(pairs) // 2
+            items["foldoc_pairs:a"], items["foldoc_pairs:b"] = pairs[:half], pairs[half:]
+            continue
+        label = contains_reference if KIND_OF_SET[name] == "short" else strict_letter
+        items[name] = [Item(i.record, i.response, label(i.response, i.record)) for i in kind_items]
+    return items
+
+
+def kappa(labels: list[bool], verdicts: list[bool]) -> float | None:
+    """Cohen's kappa of two binary raters; None when chance agreement is total (one class only)."""
+    n = len(labels)
+    observed = sum(a == b for a, b in zip(labels, verdicts)) / n
+    p_label, p_verdict = sum(labels) / n, sum(verdicts) / n
+    chance = p_label * p_verdict + (1 - p_label) * (1 - p_verdict)
+    return None if chance == 1 else (observed - chance) / (1 - chance)
+
+
+def agreement_row(name: str, grader: str, items: list[Item], verdicts: list[bool], seconds: float) -> dict:
+    labels = [i.label for i in items]
+    right = [v for v, l in zip(verdicts, labels) if l]
+    wrong = [v for v, l in zip(verdicts, labels) if not l]
+    return {
+        "set": name, "grader": grader, "n": len(items), "label_right": sum(labels) / len(labels),
+        "agreement": sum(v == l for v, l in zip(verdicts, labels)) / len(labels), "kappa": kappa(labels, verdicts),
+        "false_correct": sum(wrong) / len(wrong) if wrong else None,
+        "false_wrong": (len(right) - sum(right)) / len(right) if right else None,
+        "per_second": len(items) / seconds if seconds else None,
+    }
+
+
+def timed(grade: Callable[[str, Record], bool], items: list[Item]) -> tuple[list[bool], float]:
+    start = time.perf_counter()
+    verdicts = [bool(grade(i.response, i.record)) for i in items]
+    return verdicts, time.perf_counter() - start
+
+
+def rule_graders(kind: str) -> dict[str, Callable[[str, Record], bool]]:
+    def auto(response, record):
+        return auto_grade([record], [response])[0].correct
+
+    if kind == "short":
+        return {"exact_match": exact_match, "alias_contains": alias_contains, "auto": auto}
+    if kind == "mcq":
+        return {"auto (option_letter)": auto}
+    return {"token_f1>=0.3": lambda resp, rec: token_f1(resp, rec.answer) >= 0.3,
+            f"rouge_l>={LONG_THRESHOLD}": lambda resp, rec: long_overlap(resp, rec) >= LONG_THRESHOLD, "auto": auto}
+
+
+def judge_scores(model, tokenizer, items: list[Item]) -> tuple[list[float], float]:
+    """P(correct) for every item, batched as the loop batches it, and the seconds it took."""
+    start = time.perf_counter()
+    scores = []
+    for i in range(0, len(items), JUDGE_BATCH):
+        batch = items[i : i + JUDGE_BATCH]
+        scores += [g.score for g in judge(model, tokenizer, [(it.record, it.response) for it in batch])]
+    return scores, time.perf_counter() - start
+
+
+def best_threshold(items: list[Item], scores: list[float]) -> float:
+    """The threshold with the highest kappa on these items (ties: the lowest)."""
+    labels = [i.label for i in items]
+    candidates = sorted({round(s, 3) for s in scores})
+    return max(candidates, key=lambda t: (kappa(labels, [s >= t for s in scores]) or -1.0, -t))
+
+
+def fmt(value, digits=3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| set | grader | n | label right | agreement | kappa | false-correct | false-wrong | items/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['set']} | {r['grader']} | {r['n']} | {fmt(r['label_right'], 2)} | {fmt(r['agreement'])} | "
+              f"{fmt(r['kappa'])} | {fmt(r['false_correct'])} | {fmt(r['false_wrong'])} | {fmt(r['per_second'], 0)} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--answers", type=Path, default=ANSWERS)
+    parser.add_argument("--per-set", type=int, default=200)
+    parser.add_argument("--judge-on", nargs="*", choices=list(THRESHOLD_SETS), default=["short"],
+                        help="Kinds to run the judge on [default: short; at ~0.2 verdicts/s on a 2-core CPU, "
+                             "mcq and long prompts take an hour]; none for rules only.")
+    args = parser.parse_args()
+    generate(args.answers, args.per_set)  # a no-op once the file holds every answer
+    items = load_items(args.answers)
+    print(f"answers: {args.answers} (SmolLM2-135M-Instruct, greedy)\n\n{REFERENCE_LABELS}\n")
+
+    rows = []
+    for name, kind in KIND_OF_SET.items():
+        for grader, grade in rule_graders(kind).items():
+            rows.append(agreement_row(name, grader, items[name], *timed(grade, items[name])))
+
+    if args.judge_on:
+        model, tokenizer = load_model(resolve_model(None))
+        scores, seconds = {}, {}
+        for name in [n for n, kind in KIND_OF_SET.items() if kind in args.judge_on]:
+            scores[name], seconds[name] = judge_scores(model, tokenizer, items[name])
+        for kind in args.judge_on:
+            chosen_on, checked_on = THRESHOLD_SETS[kind]
+            threshold = best_threshold(items[chosen_on], scores[chosen_on])
+            for name in [chosen_on, *checked_on]:
+                verdicts = [s >= threshold for s in scores[name]]
+                where = "chosen here" if name == chosen_on else f"from {chosen_on}"
+                rows.append(agreement_row(name, f"judge@{threshold:g} ({where})", items[name], verdicts, seconds[name]))
+                verdicts = [s >= 0.5 for s in scores[name]]
+                rows.append(agreement_row(name, "judge@0.5", items[name], verdicts, seconds[name]))
+        rows.sort(key=lambda r: list(KIND_OF_SET).index(r["set"]))
+        for kind in args.judge_on:
+            sets = [n for n, k in KIND_OF_SET.items() if k == kind]
+            rate = sum(len(items[n]) for n in sets) / sum(seconds[n] for n in sets)
+            print(f"judge throughput on {kind} answers: {rate:.2f} verdicts/s (batches of {JUDGE_BATCH})")
+    print_table(rows)
+
+    credited = {grader: sum(grade(i.response, i.record) for i in items["foldoc_answers"])
+                for grader, grade in rule_graders("long").items()}
+    print(f"\nfoldoc_definitions, {len(items['foldoc_answers'])} real model answers (no label): credited "
+          + ", ".join(f"{g} {c}" for g, c in credited.items()))
+    print(f"judge measured on: {', '.join(args.judge_on) or 'nothing'}; "
+          f"auto sends these kinds to the judge: {', '.join(sorted(JUDGED_KINDS)) or 'none'}")
+    print_disagreements(items)
+
+
+def print_disagreements(items: dict[str, list[Item]], shown: int = 4) -> None:
+    """Where auto and the reference label differ, so a reader can judge which one is right."""
+    print("\nauto vs the reference label, where they differ (label, auto, response | reference):")
+    for name in KIND_OF_SET:
+        differing = [(i, g) for i, g in zip(items[name], auto_grade([i.record for i in items[name]],
+                                                                    [i.response for i in items[name]]))
+                     if g.correct != i.label]
+        for item, grade in differing[:shown]:
+            print(f"  {name}: {item.label!s:5} {grade.correct!s:5} {item.response[:90]!r} | {item.record.answer[:40]!r}")
+        if len(differing) > shown:
+            print(f"  {name}: ... {len(differing) - shown} more")
+
+
+if __name__ == "__main__":
+    main()
