@@ -99,6 +99,8 @@ def run_options(command):
         click.option("--learning-rate", type=float, default=train.learning_rate, show_default=True),
         click.option("--lora-rank", type=click.IntRange(1), default=train.lora_rank, show_default=True),
         click.option("--lora-layers", type=click.IntRange(1), default=train.lora_layers, show_default=True),
+        click.option("--max-seq-length", type=click.IntRange(8), default=train.max_seq_length, show_default=True,
+                     help="Training examples longer than this many tokens are reported and left out, not cut."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -106,14 +108,15 @@ def run_options(command):
 
 
 def build_config(data, model, policy, replay_fraction, replay_target, slick_samples, slick_temperature, epochs,
-                 patience, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers, backend, base_url,
+                 patience, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers, max_seq_length,
+                 backend, base_url,
                  api_key_env, served_model, judge_backend, judge_base_url, judge_api_key_env, judge_served_model,
                  judge_kinds, **options):
     select = SelectConfig(policy=policy, replay_fraction=replay_fraction, replay_target=replay_target,
                           slick_samples=slick_samples, slick_temperature=slick_temperature)
     train = TrainConfig(epochs=epochs, patience=patience, max_seconds=max_train_seconds, batch_size=batch_size,
                         learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
-                        seed=options["seed"])
+                        max_seq_length=max_seq_length, seed=options["seed"])
     return loop.resolve_config(
         data, model, select=select, train=train, judge_kinds=sorted(judge_kinds), **options,
         backend=Backend(backend, base_url, api_key_env, served_model),

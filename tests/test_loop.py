@@ -134,6 +134,15 @@ def test_force_replaces_a_run_of_another_configuration(tiny_model, tmp_path):
     assert read_json(tmp_path / "run" / "config.json")["train"]["learning_rate"] == 1e-3
 
 
+def test_records_longer_than_max_seq_length_are_left_out_and_named(tiny_model, tmp_path):
+    rows = [*qa_rows(4), {"question": "Why? " * 100, "answer": "Because"}]
+    adapt(write_jsonl(tmp_path / "data.jsonl", rows), tiny_model, tmp_path / "run", "--policy", "all",
+          "--held-out", "0", "--validation", "0", "--max-seq-length", "64")
+    facts = read_json(tmp_path / "run" / "stages.json")["train"]
+    records = read_rows(tmp_path / "run" / "records.jsonl")
+    assert facts["examples"] == 4 and facts["skipped_too_long"] == [records[4]["id"]]
+
+
 def test_fewer_records_than_the_batch_size_train(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(3))
     adapt(data, tiny_model, tmp_path / "run", "--policy", "all", "--held-out", "0", "--validation", "0",

@@ -52,7 +52,8 @@ def test_adapt_on_a_slice_of_the_default_data(default_model, tmp_path):
     assert acc["whole_set"]["after"] == pytest.approx(sum(r["correct"] for r in after) / 24)
     assert acc["known"]["records"] + acc["unknown"]["records"] == 24 - 6 - 2  # held out 25%, validation 10%
     train_facts = read_json(tmp_path / "run" / "stages.json")["train"]
-    assert train_facts["examples"] == acc["unknown"]["records"]
+    # the default policy, replay: every unknown record and half of the known ones
+    assert train_facts["examples"] == acc["unknown"]["records"] + round(acc["known"]["records"] * 0.5)
     assert train_facts["best_validation_accuracy"] is not None
 
     # The adapter is a plain mlx-lm adapter: its own generate command loads it.
