@@ -97,7 +97,7 @@ def plot(rows: list[dict], path: Path) -> None:
         acc_ax.bar([x + i * width for x in range(len(ACCURACY_COLUMNS))], values, width, label=row["policy"])
     acc_ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(ACCURACY_COLUMNS))],
                       [c.replace("_", " ") for c in ACCURACY_COLUMNS])
-    acc_ax.set_ylabel("accuracy after training (%)")
+    acc_ax.set_ylabel("accuracy (%): after training; base model: before")
     acc_ax.set_ylim(0, 105)
     acc_ax.legend(fontsize=8)
     timed = [r for r in rows if r["seconds"]]

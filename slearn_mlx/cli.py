@@ -217,8 +217,9 @@ def evaluate(run):
 
 @cli.command()
 @run_options
-@click.option("--policies", default="all,unknown,replay,slick", show_default=True,
-              help="Comma-separated policies to compare.")
+@click.option("--policies", default="all,unknown,replay", show_default=True,
+              help="Comma-separated policies to compare; add slick to include SliCK, whose sampling "
+                   "answers every training record --slick-samples more times.")
 def bench(policies, out, force, config_file, **options):
     """Compare selection policies on DATA with the same model, seed and splits (the paper's experiment)."""
     names = [p.strip() for p in policies.split(",") if p.strip()]

@@ -9,7 +9,8 @@ def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(16))
     out = tmp_path / "bench"
     result = CliRunner().invoke(cli, ["bench", str(data), "--model", str(tiny_model), "--out", str(out),
-                                      "--epochs", "1", "--batch-size", "4", "--slick-samples", "2"],
+                                      "--epochs", "1", "--batch-size", "4", "--slick-samples", "2",
+                                      "--policies", "all,unknown,replay,slick"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = read_json(out / "bench.json")
