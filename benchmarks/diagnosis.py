@@ -20,6 +20,7 @@ import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
 from slearn_mlx.evaluate import answer_and_grade, rows_for
+from slearn_mlx.grade import auto_grade
 from slearn_mlx.loop import versions
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.probe import probe_batch
@@ -60,7 +61,7 @@ def main():
     model, tokenizer = load_model(model_path)
     with tempfile.TemporaryDirectory() as tmp:
         generated, generate_s = timed(lambda: answer_and_grade(
-            in_process(model, tokenizer), records, Path(tmp) / "generate.jsonl", None, args.batch_size, "generate"))
+            in_process(model, tokenizer), records, Path(tmp) / "generate.jsonl", auto_grade, args.batch_size, "generate"))
         probed, probe_s = timed(lambda: rows_for(
             records, Path(tmp) / "probe.jsonl", args.batch_size, "probe",
             lambda batch: probe_batch(model, tokenizer, batch, 0.0)))

@@ -25,6 +25,7 @@ from slearn_mlx import blas
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
 from slearn_mlx.evaluate import answer_and_grade
+from slearn_mlx.grade import auto_grade
 from slearn_mlx.loop import versions
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.server import Backend, answerer
@@ -75,7 +76,7 @@ def main():
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
                 # One batch of all records, so that only the concurrency bounds the requests in flight.
-                rows = answer_and_grade(answerer(backend, concurrency), records, Path(tmp) / "rows.jsonl", None,
+                rows = answer_and_grade(answerer(backend, concurrency), records, Path(tmp) / "rows.jsonl", auto_grade,
                                         len(records), f"concurrency {concurrency}")
                 seconds = time.perf_counter() - start
             results.append((concurrency, seconds, sum(r["correct"] for r in rows)))
@@ -85,7 +86,7 @@ def main():
     model, tokenizer = load_model(model_path)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        rows = answer_and_grade(in_process(model, tokenizer), records, Path(tmp) / "rows.jsonl", None, 64, "in-process")
+        rows = answer_and_grade(in_process(model, tokenizer), records, Path(tmp) / "rows.jsonl", auto_grade, 64, "in-process")
         results.append(("in-process, batches of 64", time.perf_counter() - start, sum(r["correct"] for r in rows)))
 
     print(f"\n{len(records)} records of {args.data}, model {model_path.name}, mlx_lm.server on 127.0.0.1")
