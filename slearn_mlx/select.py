@@ -18,7 +18,6 @@ import random
 from dataclasses import dataclass
 
 POLICIES = ("unknown", "all", "replay", "slick")
-SLICK_CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
 
 @dataclass
