@@ -91,3 +91,25 @@ def test_records_longer_than_the_limit_are_reported_and_skipped(tiny_model, tmp_
                        TrainConfig(batch_size=4, epochs=1, max_seq_length=128), tmp_path)
     assert facts["examples"] == 4 and facts["skipped_too_long"] == [long.id]
     assert f"longer than max_seq_length=128 tokens and are not trained on: {long.id}" in caplog.text
+
+
+def test_batches_without_padding_have_the_loss_of_mlx_lms_padded_ones(tiny_model):
+    from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
+    from mlx_lm.tuner.trainer import default_loss, iterate_batches
+
+    from slearn_mlx.answer import training_messages
+    from slearn_mlx.train import unpadded_batches
+
+    model, tokenizer = load_model(tiny_model)
+    chats = [{"messages": training_messages(record, target)} for record, target in examples(6)]
+    dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
+    padded = list(iterate_batches(dataset, 3, 1024, seed=1))
+    cut = list(unpadded_batches(dataset, 3, 1024, seed=1))
+    assert len(cut) == len(padded) == 2
+    for (full, lengths), (short, _) in zip(padded, cut):
+        assert short.shape[1] < full.shape[1]
+        assert (full[:, short.shape[1]:] == 0).all()  # only padding was cut
+        full_loss, full_tokens = default_loss(model, full, lengths)
+        short_loss, short_tokens = default_loss(model, short, lengths)
+        assert short_tokens.item() == full_tokens.item()
+        assert abs(short_loss.item() - full_loss.item()) < 1e-5
