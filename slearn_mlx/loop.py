@@ -25,6 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import mlx.core as mx
+
 from . import __version__, blas, distributed, server
 from .answer import in_process
 from .artifacts import read_json, read_rows, write_atomic, write_json
@@ -184,9 +186,13 @@ def finished_stages(run_dir: Path) -> dict:
 
 
 def mark_finished(run_dir: Path, stage: str, seconds: float, **facts) -> None:
+    # MLX's peak since the last stage finished: this stage's model, caches and activations.
+    peak = round(mx.get_peak_memory() / 1e6, 1)
+    mx.reset_peak_memory()
+
     def write():
         stages = finished_stages(run_dir)
-        stages[stage] = {"seconds": round(seconds, 2), **facts}
+        stages[stage] = {"seconds": round(seconds, 2), "peak_memory_mb": peak, **facts}
         write_json(run_dir / "stages.json", stages)
 
     distributed.on_main(write)

@@ -68,9 +68,11 @@ def render_report(metrics: dict, config, records: list[Record], before: list[dic
     ]
     for name, row in metrics["accuracy"].items():
         lines.append(f"| {GROUP_TITLES[name]} | {row['records']} | {percent(row['before'])} | {percent(row['after'])} |")
-    lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in metrics["stage_seconds"].items()]
-    lines += [f"| total | {metrics['total_seconds']:.1f} |", ""]
+    lines += ["", "## Time and memory per stage", "", "| stage | seconds | peak MLX memory |", "|---|---|---|"]
+    for stage, seconds in metrics["stage_seconds"].items():
+        peak = metrics["stages"][stage].get("peak_memory_mb")  # absent in runs made before it was recorded
+        lines.append(f"| {stage} | {seconds:.1f} | {'-' if peak is None else f'{peak:,.0f} MB'} |")
+    lines += [f"| total | {metrics['total_seconds']:.1f} | |", ""]
     lines += ["## Known and unknown per topic", "", *topic_table(topic_split(records, before, after)), ""]
     improved, worst = ranked_examples(records, before, after)
     lines += ["## Most improved", "", *example_lines(improved), ""]

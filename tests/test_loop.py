@@ -171,3 +171,12 @@ def test_bad_data_stops_before_model_work_with_file_and_line(tmp_path, tiny_mode
     assert proc.returncode == 2
     assert f"error: {data}:3: empty answer" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_each_stage_records_its_peak_memory(finished_run, tiny_model):
+    _, run = finished_run
+    stages = read_json(run / "stages.json")
+    peaks = {stage: stages[stage]["peak_memory_mb"] for stage in ("diagnose", "train", "evaluate")}
+    model_mb = sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")) / 1e6
+    assert all(peak >= model_mb for peak in peaks.values()), peaks  # every one of them holds the weights
+    assert re.search(r"\| train \| [\d.]+ \| [\d,]+ MB \|", (run / "report.md").read_text())
