@@ -2,7 +2,8 @@
 
 Measures, in one run on one machine and the same records:
 - generate-and-grade diagnosis time, probe (teacher-forced) diagnosis time, and one LoRA
-  training epoch over the same records; prints each diagnosis as a ratio of the epoch;
+  training epoch over the same records; prints each diagnosis as a ratio of the epoch, and
+  the peak MLX memory of each;
 - the probe's agreement with generate-and-grade (Cohen's kappa), with the log-probability
   threshold chosen on the even-numbered records and checked on the odd-numbered ones.
 
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
+import mlx.core as mx
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
 from slearn_mlx.evaluate import answer_and_grade, rows_for
@@ -41,9 +43,11 @@ def best_threshold(logprobs: list[float], labels: list[bool]) -> float:
 
 
 def timed(fn):
+    """fn's result, seconds and peak MLX memory in MB."""
+    mx.reset_peak_memory()
     start = time.perf_counter()
     result = fn()
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, mx.get_peak_memory() / 1e6
 
 
 def main():
@@ -60,13 +64,13 @@ def main():
     model_path = resolve_model(args.model)
     model, tokenizer = load_model(model_path)
     with tempfile.TemporaryDirectory() as tmp:
-        generated, generate_s = timed(lambda: answer_and_grade(
+        generated, generate_s, generate_mb = timed(lambda: answer_and_grade(
             in_process(model, tokenizer), records, Path(tmp) / "generate.jsonl", auto_grade, args.batch_size, "generate"))
-        probed, probe_s = timed(lambda: rows_for(
+        probed, probe_s, probe_mb = timed(lambda: rows_for(
             records, Path(tmp) / "probe.jsonl", args.batch_size, "probe",
             lambda batch: probe_batch(model, tokenizer, batch, 0.0)))
         train_model, _ = load_model(model_path)
-        _, epoch_s = timed(lambda: train_lora(
+        _, epoch_s, epoch_mb = timed(lambda: train_lora(
             train_model, tokenizer, [(r, r.answer) for r in records], TrainConfig(epochs=1), Path(tmp) / "adapter"))
 
     labels = [row["correct"] for row in generated]
@@ -77,11 +81,12 @@ def main():
 
     print(f"\n{len(records)} records of {args.data}, model {model_path.name}, answers known by "
           f"generate-and-grade: {sum(labels)}")
-    print("| work | seconds | / one training epoch |")
-    print("|---|---|---|")
-    for name, seconds in [("diagnosis: generate and grade", generate_s), ("diagnosis: probe", probe_s),
-                          ("one LoRA epoch over the same records", epoch_s)]:
-        print(f"| {name} | {seconds:.1f} | {seconds / epoch_s:.2f} |")
+    print("| work | seconds | / one training epoch | peak MLX memory |")
+    print("|---|---|---|---|")
+    for name, seconds, mb in [("diagnosis: generate and grade", generate_s, generate_mb),
+                              ("diagnosis: probe", probe_s, probe_mb),
+                              ("one LoRA epoch over the same records", epoch_s, epoch_mb)]:
+        print(f"| {name} | {seconds:.1f} | {seconds / epoch_s:.2f} | {mb:,.0f} MB |")
     print(f"\nprobe vs generate-and-grade: threshold {threshold:.3f} chosen on even records, "
           f"kappa {checked:.3f} on odd records; 'greedy reproduces the reference' alone: kappa {reproduces:.3f}")
 

@@ -5,6 +5,7 @@ matmul on two cores). Loading Debian's OpenBLAS into the global symbol scope
 *before* `mlx` is imported makes the same matmul about 30x faster, because the
 dynamic linker then resolves `cblas_sgemm` to OpenBLAS. This module has no
 imports of mlx on purpose: `slearn_mlx/__init__.py` runs it first.
+SLEARN_MLX_BLAS=reference leaves the wheel's own BLAS, to measure what OpenBLAS is worth.
 """
 
 import ctypes
@@ -24,7 +25,7 @@ loaded_openblas: str | None = None
 def preload_openblas() -> str | None:
     """Load OpenBLAS globally on Linux; return its path, or None (and say how to get it)."""
     global loaded_openblas
-    if platform.system() != "Linux" or loaded_openblas:
+    if platform.system() != "Linux" or loaded_openblas or os.environ.get("SLEARN_MLX_BLAS") == "reference":
         return loaded_openblas
     if "mlx.core" in sys.modules:
         # Too late to change which BLAS mlx resolved; say so rather than pretend.

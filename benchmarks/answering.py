@@ -1,0 +1,97 @@
+"""How fast this project answers a dataset, as ratios to the plain ways of doing it.
+
+Every variant answers the same records with the same model, greedy, each in a fresh process
+(OpenBLAS can only be chosen before mlx is imported), and reports records per second:
+- slearn-mlx: answer.in_process (prefix cache, whole-batch prefill, first-sentence stop, budgets);
+- mlx_lm.generate, one prompt at a time, 32 new tokens at most;
+- mlx_lm.batch_generate with its defaults and a fixed 32-token budget, batches of 64;
+- slearn-mlx without OpenBLAS (MLX's reference BLAS), and with the weights left 4-bit quantized.
+
+    python -m benchmarks.answering [DATA] [--limit 64] [--model M]
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import slearn_mlx  # noqa: F401  (OpenBLAS before mlx, unless SLEARN_MLX_BLAS=reference)
+
+VARIANTS = {
+    "slearn-mlx (float32, OpenBLAS)": ("ours", {}),
+    "mlx_lm.generate, one at a time": ("generate", {}),
+    "mlx_lm.batch_generate, 32 tokens": ("batch_generate", {}),
+    "slearn-mlx without OpenBLAS": ("ours", {"SLEARN_MLX_BLAS": "reference"}),
+    "slearn-mlx, weights as stored (4-bit)": ("quantized", {}),
+}
+
+
+def answer_all(variant: str, records, model_name: str | None) -> list[str]:
+    from mlx_lm import batch_generate, generate, load
+
+    from slearn_mlx.answer import answer_batch, in_process, prompt_messages
+    from slearn_mlx.models import load_model, resolve_model
+
+    path = resolve_model(model_name)
+    if variant == "quantized":
+        model, tokenizer = load(str(path))  # the weights as stored (the default's: 4-bit from its GGUF)
+        return [a for i in range(0, len(records), 64) for a in answer_batch(model, tokenizer, records[i:i + 64])]
+    model, tokenizer = load_model(path)
+    if variant == "ours":
+        return in_process(model, tokenizer)(records)
+    prompts = [tokenizer.apply_chat_template(prompt_messages(r), add_generation_prompt=True) for r in records]
+    if variant == "generate":
+        return [generate(model, tokenizer, p, max_tokens=32) for p in prompts]
+    return [t for i in range(0, len(prompts), 64) for t in batch_generate(model, tokenizer, prompts[i:i + 64], max_tokens=32).texts]
+
+
+def worker(variant: str, data: str, limit: int, model_name: str | None) -> None:
+    from slearn_mlx.answer import by_length
+    from slearn_mlx.blas import loaded_openblas
+    from slearn_mlx.data import load_records
+
+    records = by_length(load_records(Path(data))[:limit])
+    start = time.perf_counter()
+    answers = answer_all(variant, records, model_name)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "records": len(answers), "openblas": loaded_openblas}))
+
+
+def main():
+    from slearn_mlx.data import default_dataset
+    from slearn_mlx.loop import versions
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", default=str(default_dataset()))
+    parser.add_argument("--limit", type=int, default=64)
+    parser.add_argument("--model")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.data, args.limit, args.model)
+    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
+    print("machine:", platform.platform(), platform.processor() or "", os.cpu_count(), "cpus", versions())
+    results = {}
+    for name, (variant, env) in VARIANTS.items():
+        model = ["--model", args.model] if args.model else []
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.answering", args.data, "--limit", str(args.limit),
+                               *model, "--worker", variant], env={**os.environ, **env}, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"{name} failed:\n{proc.stderr}")
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{name}: {results[name]['seconds']:.1f} s", file=sys.stderr, flush=True)
+    ours = results["slearn-mlx (float32, OpenBLAS)"]
+    print(f"\n{args.limit} records of {args.data}")
+    print("| variant | seconds | records/s | slearn-mlx is faster by |")
+    print("|---|---|---|---|")
+    for name, result in results.items():
+        print(f"| {name} | {result['seconds']:.1f} | {result['records'] / result['seconds']:.2f} "
+              f"| {result['seconds'] / ours['seconds']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
