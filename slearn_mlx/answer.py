@@ -127,7 +127,9 @@ def available_memory() -> int:
 
 def answer_batch_size(model) -> int:
     """Records answered at once: as many as half the free memory holds, up to MAX_ANSWER_BATCH."""
-    args = model.args
+    args = getattr(model, "args", None)
+    if args is None:  # not an mlx-lm model class: no shape to size the cache from
+        return MAX_ANSWER_BATCH
     heads = args.num_attention_heads
     head_dim = getattr(args, "head_dim", None) or args.hidden_size // heads
     kv_heads = getattr(args, "num_key_value_heads", None) or heads
