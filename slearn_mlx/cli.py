@@ -101,6 +101,9 @@ def run_options(command):
         click.option("--lora-layers", type=click.IntRange(1), default=train.lora_layers, show_default=True),
         click.option("--max-seq-length", type=click.IntRange(8), default=train.max_seq_length, show_default=True,
                      help="Training examples longer than this many tokens are reported and left out, not cut."),
+        click.option("--kl-weight", type=click.FloatRange(0), default=train.kl_weight, show_default=True,
+                     help="Pull the adapted model toward the base model's next-token distribution on the "
+                          "answers of the records it knew (KL divergence, this weight); 0: off."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -109,14 +112,14 @@ def run_options(command):
 
 def build_config(data, model, policy, replay_fraction, replay_target, slick_samples, slick_temperature, epochs,
                  patience, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers, max_seq_length,
-                 backend, base_url,
+                 kl_weight, backend, base_url,
                  api_key_env, served_model, judge_backend, judge_base_url, judge_api_key_env, judge_served_model,
                  judge_kinds, **options):
     select = SelectConfig(policy=policy, replay_fraction=replay_fraction, replay_target=replay_target,
                           slick_samples=slick_samples, slick_temperature=slick_temperature)
     train = TrainConfig(epochs=epochs, patience=patience, max_seconds=max_train_seconds, batch_size=batch_size,
                         learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
-                        max_seq_length=max_seq_length, seed=options["seed"])
+                        max_seq_length=max_seq_length, kl_weight=kl_weight, seed=options["seed"])
     return loop.resolve_config(
         data, model, select=select, train=train, judge_kinds=sorted(judge_kinds), **options,
         backend=Backend(backend, base_url, api_key_env, served_model),

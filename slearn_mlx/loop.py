@@ -310,8 +310,9 @@ def train(run_dir: Path) -> None:
                 for row in score(answer, validation[batch:batch + run.config.answer_batch_size], grade)]
         return sum(row["correct"] for row in rows) / len(rows)
 
+    known = frozenset(row["id"] for row in diagnosed(run) if row["correct"])
     facts = train_lora(model, tokenizer, [(by_id[s["id"]], s["target"]) for s in selected], run.config.train,
-                       run_dir / "adapter", validate if validation else None)
+                       run_dir / "adapter", validate if validation else None, known)
     mark_finished(run_dir, "train", time.perf_counter() - start, **facts)
 
 

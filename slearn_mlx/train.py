@@ -19,9 +19,11 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
@@ -55,6 +57,9 @@ class TrainConfig:
     # epoch on the default data's 40 validation records; the best epoch is kept whatever this is.
     patience: int = 2
     max_seconds: float | None = None  # a wall-time budget for training, for equal-budget comparisons
+    # Weight of KL(base || adapted) over the answer tokens of the records the model already knew: a pull
+    # back toward what it said before training, on the records where that was right. 0: off.
+    kl_weight: float = 0.0
 
 
 def lora_parameters(config: TrainConfig) -> dict:
@@ -91,14 +96,52 @@ def ranks_batch_size(batch_size: int) -> int:
     return fitted
 
 
-def unpadded_batches(*args, **kwargs):
+def unpadded_batches(*args, known: frozenset[tuple[int, ...]] = frozenset(), **kwargs):
     """mlx-lm's batches (grouped by length, shuffled), without the padding that contributes nothing.
 
     mlx-lm pads every batch to one more than a multiple of 32 tokens: on short QA pairs a quarter
     of the compute. Its loss reads one position past each example (a padding target), so the cut
-    keeps one column past the longest and the loss is the same as on the padded batch."""
+    keeps one column past the longest and the loss is the same as on the padded batch.
+    With `known` (the token sequences of known records), a third column of `lengths` marks them:
+    mlx-lm's batches do not say which records they hold, their tokens do."""
     for batch, lengths in iterate_batches(*args, **kwargs):
-        yield batch[:, : lengths[:, 1].max().item() + 1], lengths
+        batch = batch[:, : lengths[:, 1].max().item() + 1]
+        if known:
+            rows = batch.tolist()
+            marks = [tuple(row[:n]) in known for row, n in zip(rows, lengths[:, 1].tolist())]
+            lengths = mx.concatenate([lengths, mx.array(marks, dtype=lengths.dtype)[:, None]], axis=1)
+        yield batch, lengths
+
+
+def base_logits(model, inputs: mx.array) -> mx.array:
+    """The model's logits with every LoRA adapter switched off: the base model, without a copy of it."""
+    adapters = [m for m in model.modules() if hasattr(m, "lora_a")]
+    scales = [m.scale for m in adapters]
+    for m in adapters:
+        m.scale = 0.0
+    try:
+        return mx.stop_gradient(model(inputs))
+    finally:
+        for m, scale in zip(adapters, scales):
+            m.scale = scale
+
+
+def loss_with_kl(kl_weight: float):
+    """mlx-lm's loss (cross-entropy on the answer tokens) plus kl_weight x KL(base || adapted) on the
+    answer tokens of the rows marked known by unpadded_batches."""
+    def loss(model, batch, lengths):
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = model(inputs)
+        steps = mx.arange(1, targets.shape[1] + 1)
+        answer = (steps >= lengths[:, 0:1]) & (steps <= lengths[:, 1:2])
+        tokens = answer.sum()
+        ce = (nn.losses.cross_entropy(logits, targets) * answer).astype(mx.float32).sum() / tokens
+        base = nn.log_softmax(base_logits(model, inputs).astype(mx.float32), axis=-1)
+        adapted = nn.log_softmax(logits.astype(mx.float32), axis=-1)
+        kl = (mx.exp(base) * (base - adapted)).sum(axis=-1)
+        known = answer & (lengths[:, 2:3] > 0)
+        return ce + kl_weight * (kl * known).sum() / mx.maximum(known.sum(), 1), tokens
+    return loss
 
 
 class StopTraining(Exception):
@@ -207,8 +250,9 @@ def resume(model, optimizer, adapter_dir: Path, adapter_config: dict) -> dict:
 
 
 def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: TrainConfig, adapter_dir: Path,
-               validate: Callable[[], float] | None = None) -> dict:
+               validate: Callable[[], float] | None = None, known: frozenset[str] = frozenset()) -> dict:
     """Train LoRA adapters on (record, target answer) pairs; write the kept adapter to adapter_dir.
+    `known` are the ids of the records the base model answered right (the KL term's records).
 
     A folder left by an interrupted training of the same examples and configuration is resumed
     from its last finished epoch, and ends where the uninterrupted training would have.
@@ -256,9 +300,13 @@ def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: Tra
         max_seq_length=config.max_seq_length,
         adapter_file=str(adapter_dir / "last_adapters.safetensors"),
     )
+    batches, loss = unpadded_batches, {}
+    if config.kl_weight and known:
+        known_tokens = frozenset(tuple(tokens) for (record, _), (tokens, _) in zip(examples, tokenized) if record.id in known)
+        batches, loss = partial(unpadded_batches, known=known_tokens), {"loss": loss_with_kl(config.kl_weight)}
     if remaining_epochs:
         try:
-            train(model, optimizer, items, args=args, training_callback=callback, iterate_batches=unpadded_batches)
+            train(model, optimizer, items, args=args, training_callback=callback, iterate_batches=batches, **loss)
         except StopTraining:
             pass
     if not (adapter_dir / ADAPTER_FILE).exists():  # stopped by the time budget inside the first epoch
