@@ -33,15 +33,13 @@ VARIANTS = {
 def answer_all(variant: str, records, model_name: str | None) -> list[str]:
     from mlx_lm import batch_generate, generate, load
 
-    from slearn_mlx.answer import answer_batch, in_process, prompt_messages
+    from slearn_mlx.answer import in_process, prompt_messages
     from slearn_mlx.models import load_model, resolve_model
 
     path = resolve_model(model_name)
-    if variant == "quantized":
-        model, tokenizer = load(str(path))  # the weights as stored (the default's: 4-bit from its GGUF)
-        return [a for i in range(0, len(records), 64) for a in answer_batch(model, tokenizer, records[i:i + 64])]
-    model, tokenizer = load_model(path)
-    if variant == "ours":
+    # "quantized": the weights as stored (the default's: 4-bit from its GGUF), not dequantized by load_model.
+    model, tokenizer = load(str(path)) if variant == "quantized" else load_model(path)
+    if variant in ("ours", "quantized"):
         return in_process(model, tokenizer)(records)
     prompts = [tokenizer.apply_chat_template(prompt_messages(r), add_generation_prompt=True) for r in records]
     if variant == "generate":
