@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, qa_rows, write_jsonl
 
 
-@pytest.mark.parametrize("name", ["answering", "answers", "diagnosis", "grading", "server"])
+@pytest.mark.parametrize("name", ["answering", "answers", "diagnosis", "grading", "server", "settings"])
 def test_benchmark_modules_import(name):
     importlib.import_module(f"benchmarks.{name}")
 
@@ -29,3 +29,28 @@ def test_answering_benchmark_runs_every_variant_on_the_tiny_model(tiny_model, tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
     assert len(rows) == 5 and rows[0].endswith("| 1.00x |")
+
+
+def test_settings_benchmark_shares_one_diagnosis_and_tables_each_change(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", qa_rows(12))
+    out = tmp_path / "settings"
+    command = [sys.executable, "-m", "benchmarks.settings", str(data), "--model", str(tiny_model), "--out", str(out),
+               "--change", "epochs=1", "--change", "replay_fraction=1.0"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "setting" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| base model", "| default", "| epochs=1", "| replay_fraction=1.0"]
+    assert (out / "epochs-1" / "diagnosis.jsonl").read_text() == (out / "default" / "diagnosis.jsonl").read_text()
+    assert " 1 (" in rows[2]  # one epoch run
+    # a rerun resumes: every setting is finished, nothing is trained again
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    table = lambda stdout: stdout[stdout.index("| setting"):]  # noqa: E731
+    assert again.returncode == 0 and table(again.stdout) == table(proc.stdout)
+
+
+def test_settings_benchmark_names_a_setting_that_does_not_exist(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", qa_rows(4))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.settings", str(data), "--model", str(tiny_model),
+                           "--out", str(tmp_path / "s"), "--change", "learning_speed=2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "no setting 'learning_speed'" in proc.stderr

@@ -1,0 +1,90 @@
+"""Which settings keep what the model knew and teach it what it did not: the default loop against
+one change at a time, on the same data, model, seed, splits and diagnosis.
+
+    python -m benchmarks.settings [DATA] [--out DIR] [--model M] [--change NAME=VALUE ...]
+
+NAME is a field of TrainConfig or SelectConfig (learning_rate, lora_rank, replay_fraction, ...).
+Each setting runs in its own run folder under DIR, so an interrupted sweep resumes where it
+stopped. The diagnosis is made once and shared, as in `bench`. The table goes to stdout and to
+DIR/settings.md; time is the method's (diagnosis and training), as in `bench`.
+"""
+
+import argparse
+import platform
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from slearn_mlx.artifacts import write_atomic, write_json
+from slearn_mlx.bench import ACCURACY_COLUMNS, method_seconds, share_diagnosis
+from slearn_mlx.loop import RunConfig, adapt, create_run, resolve_config, versions
+
+# One change at a time from the defaults: the replay share, the learning rate, the adapter's size
+# and reach, and how long training may go on before the validation split stops it.
+CHANGES = ["replay_fraction=0.25", "replay_fraction=0.75", "learning_rate=1e-4", "lora_rank=4", "lora_rank=16",
+           "lora_layers=24", "epochs=2", "epochs=4"]
+
+
+def changed(config: RunConfig, change: str) -> RunConfig:
+    name, _, value = change.partition("=")
+    for part in ("train", "select"):
+        settings = getattr(config, part)
+        if hasattr(settings, name):
+            return replace(config, **{part: replace(settings, **{name: type(getattr(settings, name))(value)})})
+    raise SystemExit(f"--change {change}: TrainConfig and SelectConfig have no setting {name!r}")
+
+
+def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) -> dict:
+    create_run(config, run_dir)
+    share_diagnosis(shared_from, run_dir)
+    metrics = adapt(config, run_dir)
+    training = metrics["stages"]["train"]
+    return {
+        "setting": name,
+        "trained": metrics["accuracy"]["trained"]["records"],
+        "seconds": method_seconds(config.select.policy, metrics["stages"]),
+        "epochs_run": training.get("epochs_run"),
+        "best_epoch": training.get("best_epoch"),
+        "accuracy": {c: metrics["accuracy"][c]["after"] for c in ACCURACY_COLUMNS},
+        "before": {c: metrics["accuracy"][c]["before"] for c in ACCURACY_COLUMNS},
+    }
+
+
+def render(rows: list[dict]) -> str:
+    percent = lambda value: "-" if value is None else f"{100 * value:.1f}%"  # noqa: E731
+    lines = ["| setting | records trained | total s | / default | epochs run (kept) | "
+             + " | ".join(c.replace("_", " ") for c in ACCURACY_COLUMNS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(ACCURACY_COLUMNS),
+             "| base model | 0 | - | - | - | " + " | ".join(percent(rows[0]["before"][c]) for c in ACCURACY_COLUMNS) + " |"]
+    default_seconds = rows[0]["seconds"]["total"]
+    for row in rows:
+        lines.append(f"| {row['setting']} | {row['trained']} | {row['seconds']['total']:.0f} | "
+                     f"{row['seconds']['total'] / default_seconds:.2f} | {row['epochs_run']} ({row['best_epoch']}) | "
+                     + " | ".join(percent(row["accuracy"][c]) for c in ACCURACY_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?")
+    parser.add_argument("--model")
+    parser.add_argument("--out", default="runs/settings")
+    parser.add_argument("--change", action="append", help=f"NAME=VALUE, repeatable (default: {' '.join(CHANGES)})")
+    args = parser.parse_args()
+    print("command:", " ".join([Path(sys.executable).name, "-m", "benchmarks.settings", *sys.argv[1:]]))
+    print("machine:", platform.platform(), platform.processor() or "", versions())
+
+    config = resolve_config(args.data, args.model)
+    out = Path(args.out)
+    settings = [("default", config)] + [(c, changed(config, c)) for c in args.change or CHANGES]
+    rows = []
+    for name, setting_config in settings:
+        rows.append(run_setting(name, setting_config, out / name.replace("=", "-"), out / "default"))
+        write_json(out / "settings.json", rows)
+        write_atomic(out / "settings.md", render(rows))
+    print(f"\n{config.data}, model {Path(config.model).name}; one change at a time from the defaults\n")
+    print(render(rows))
+
+
+if __name__ == "__main__":
+    main()
