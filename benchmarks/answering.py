@@ -13,12 +13,12 @@ Every variant answers the same records with the same model, greedy, each in a fr
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks import print_provenance
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx, unless SLEARN_MLX_BLAS=reference)
 
 VARIANTS = {
@@ -61,7 +61,6 @@ def worker(variant: str, data: str, limit: int, model_name: str | None) -> None:
 
 def main():
     from slearn_mlx.data import default_dataset
-    from slearn_mlx.loop import versions
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="?", default=str(default_dataset()))
@@ -71,8 +70,7 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.data, args.limit, args.model)
-    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    print("machine:", platform.platform(), platform.processor() or "", os.cpu_count(), "cpus", versions())
+    print_provenance("benchmarks.answering")
     results = {}
     for name, (variant, env) in VARIANTS.items():
         model = ["--model", args.model] if args.model else []

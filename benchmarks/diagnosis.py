@@ -11,19 +11,17 @@ Measures, in one run on one machine and the same records:
 """
 
 import argparse
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import print_provenance
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 import mlx.core as mx
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
 from slearn_mlx.evaluate import answer_and_grade, rows_for
 from slearn_mlx.grade import auto_grade
-from slearn_mlx.loop import versions
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.probe import probe_batch
 from slearn_mlx.train import TrainConfig, train_lora
@@ -57,8 +55,7 @@ def main():
     parser.add_argument("--model")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    print("machine:", platform.platform(), platform.processor() or "", versions())
+    print_provenance("benchmarks.diagnosis")
 
     records = load_records(Path(args.data))[: args.limit]
     model_path = resolve_model(args.model)

@@ -10,7 +10,6 @@ weights as stored, and quantized weights are slow on MLX's CPU backend.
 """
 
 import argparse
-import platform
 import socket
 import subprocess
 import sys
@@ -20,13 +19,13 @@ import urllib.request
 from os import environ
 from pathlib import Path
 
+from benchmarks import print_provenance
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 from slearn_mlx import blas
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
 from slearn_mlx.evaluate import answer_and_grade
 from slearn_mlx.grade import auto_grade
-from slearn_mlx.loop import versions
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.server import Backend, answerer
 
@@ -57,8 +56,7 @@ def main():
     parser.add_argument("--model")
     parser.add_argument("--concurrency", default="1,4,16")
     args = parser.parse_args()
-    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    print("machine:", platform.platform(), platform.processor() or "", versions())
+    print_provenance("benchmarks.server")
 
     records = load_records(Path(args.data))[: args.limit]
     model_path = resolve_model(args.model)

@@ -10,14 +10,13 @@ DIR/settings.md; time is the method's (diagnosis and training), as in `bench`.
 """
 
 import argparse
-import platform
-import sys
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks import print_provenance
 from slearn_mlx.artifacts import write_atomic, write_json
 from slearn_mlx.bench import ACCURACY_COLUMNS, method_seconds, share_diagnosis
-from slearn_mlx.loop import RunConfig, adapt, create_run, resolve_config, versions
+from slearn_mlx.loop import RunConfig, adapt, create_run, resolve_config
 
 # One change at a time from the defaults: the replay share, the learning rate, the adapter's size
 # and reach, and how long training may go on before the validation split stops it. The last,
@@ -73,8 +72,7 @@ def main():
     parser.add_argument("--out", default="runs/settings")
     parser.add_argument("--change", action="append", help=f"NAME=VALUE, repeatable (default: {' '.join(CHANGES)})")
     args = parser.parse_args()
-    print("command:", " ".join([Path(sys.executable).name, "-m", "benchmarks.settings", *sys.argv[1:]]))
-    print("machine:", platform.platform(), platform.processor() or "", versions())
+    print_provenance("benchmarks.settings")
 
     config = resolve_config(args.data, args.model)
     out = Path(args.out)
