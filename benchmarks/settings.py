@@ -1,9 +1,10 @@
 """Which settings keep what the model knew and teach it what it did not: the default loop against
 one change at a time, on the same data, model, seed, splits and diagnosis.
 
-    python -m benchmarks.settings [DATA] [--out DIR] [--model M] [--change NAME=VALUE ...]
+    python -m benchmarks.settings [DATA] [--out DIR] [--model M] [--change NAME=VALUE[,NAME=VALUE] ...]
 
-NAME is a field of TrainConfig or SelectConfig (learning_rate, lora_rank, replay_fraction, ...).
+NAME is a field of TrainConfig or SelectConfig (learning_rate, lora_rank, replay_fraction, ...); a
+change may set several at once.
 Each setting runs in its own run folder under DIR, so an interrupted sweep resumes where it
 stopped. The diagnosis is made once and shared, as in `bench`. The table goes to stdout and to
 DIR/settings.md; time is the method's (diagnosis and training), as in `bench`.
@@ -27,12 +28,15 @@ CHANGES = ["replay_fraction=0.25", "replay_fraction=0.75", "learning_rate=1e-4",
 
 
 def changed(config: RunConfig, change: str) -> RunConfig:
-    name, _, value = change.partition("=")
-    for part in ("train", "select"):
+    """config with the settings of a change "NAME=VALUE[,NAME=VALUE...]"."""
+    for assignment in change.split(","):
+        name, _, value = assignment.partition("=")
+        part = next((p for p in ("train", "select") if hasattr(getattr(config, p), name)), None)
+        if part is None:
+            raise SystemExit(f"--change {change}: TrainConfig and SelectConfig have no setting {name!r}")
         settings = getattr(config, part)
-        if hasattr(settings, name):
-            return replace(config, **{part: replace(settings, **{name: type(getattr(settings, name))(value)})})
-    raise SystemExit(f"--change {change}: TrainConfig and SelectConfig have no setting {name!r}")
+        config = replace(config, **{part: replace(settings, **{name: type(getattr(settings, name))(value)})})
+    return config
 
 
 def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) -> dict:
@@ -70,7 +74,7 @@ def main():
     parser.add_argument("data", nargs="?")
     parser.add_argument("--model")
     parser.add_argument("--out", default="runs/settings")
-    parser.add_argument("--change", action="append", help=f"NAME=VALUE, repeatable (default: {' '.join(CHANGES)})")
+    parser.add_argument("--change", action="append", help=f"NAME=VALUE[,NAME=VALUE], repeatable (default: {' '.join(CHANGES)})")
     args = parser.parse_args()
     print_provenance("benchmarks.settings")
 
@@ -79,7 +83,8 @@ def main():
     settings = [("default", config)] + [(c, changed(config, c)) for c in args.change or CHANGES]
     rows = []
     for name, setting_config in settings:
-        rows.append(run_setting(name, setting_config, out / name.replace("=", "-"), out / "default"))
+        folder = out / name.replace("=", "-").replace(",", "+")
+        rows.append(run_setting(name, setting_config, folder, out / "default"))
         write_json(out / "settings.json", rows)
         write_atomic(out / "settings.md", render(rows))
     print(f"\n{config.data}, model {Path(config.model).name}; one change at a time from the defaults\n")

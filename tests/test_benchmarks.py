@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO, qa_rows, write_jsonl
+from slearn_mlx.artifacts import read_json
 
 
 @pytest.mark.parametrize("name", ["answering", "answers", "diagnosis", "grading", "server", "settings"])
@@ -35,13 +36,16 @@ def test_settings_benchmark_shares_one_diagnosis_and_tables_each_change(tiny_mod
     data = write_jsonl(tmp_path / "d.jsonl", qa_rows(12))
     out = tmp_path / "settings"
     command = [sys.executable, "-m", "benchmarks.settings", str(data), "--model", str(tiny_model), "--out", str(out),
-               "--change", "epochs=1", "--change", "replay_fraction=1.0"]
+               "--change", "epochs=1", "--change", "replay_fraction=1.0,learning_rate=1e-3"]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "setting" not in line]
-    assert [row.split(" | ")[0] for row in rows] == ["| base model", "| default", "| epochs=1", "| replay_fraction=1.0"]
+    assert [row.split(" | ")[0] for row in rows] == ["| base model", "| default", "| epochs=1",
+                                                       "| replay_fraction=1.0,learning_rate=1e-3"]
     assert (out / "epochs-1" / "diagnosis.jsonl").read_text() == (out / "default" / "diagnosis.jsonl").read_text()
     assert " 1 (" in rows[2]  # one epoch run
+    both = read_json(out / "replay_fraction-1.0+learning_rate-1e-3" / "config.json")
+    assert both["select"]["replay_fraction"] == 1.0 and both["train"]["learning_rate"] == 1e-3
     # a rerun resumes: every setting is finished, nothing is trained again
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     table = lambda stdout: stdout[stdout.index("| setting"):]  # noqa: E731
