@@ -23,8 +23,8 @@ from slearn_mlx.loop import RunConfig, adapt, create_run, resolve_config
 # and reach, and how long training may go on before the validation split stops it. The last,
 # another training seed (adapter initialisation and batch order; the splits stay), shows how far
 # two runs of the same settings differ, which is the yardstick for every other row.
-CHANGES = ["replay_fraction=0.25", "replay_fraction=0.75", "learning_rate=1e-4", "lora_rank=4", "lora_rank=16",
-           "lora_layers=24", "epochs=2", "epochs=4", "seed=1"]
+CHANGES = ["replay_fraction=0.5", "replay_fraction=1.0", "learning_rate=2e-4", "learning_rate=5e-5", "lora_rank=4",
+           "lora_rank=16", "lora_layers=24", "epochs=2", "epochs=4", "seed=1"]
 
 
 def changed(config: RunConfig, change: str) -> RunConfig:

@@ -47,7 +47,9 @@ CHECKPOINT = "checkpoint.safetensors"  # adapter, optimizer state and progress a
 class TrainConfig:
     epochs: int = 3
     batch_size: int = 8
-    learning_rate: float = 2e-4
+    # 1e-4 with a replay share of 0.75 kept the most of the known and scored best on the whole set of
+    # the settings measured on the default data and two shared sets (README "Choosing the defaults").
+    learning_rate: float = 1e-4
     lora_rank: int = 8
     lora_scale: float = 20.0
     lora_layers: int = 16  # the last N transformer blocks get adapters, on every linear layer

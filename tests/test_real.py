@@ -11,6 +11,7 @@ from slearn_mlx.answer import answer_batch
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.data import Record, default_dataset, load_records
 from slearn_mlx.models import load_model, models_dir, resolve_model
+from slearn_mlx.select import SelectConfig
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +53,9 @@ def test_adapt_on_a_slice_of_the_default_data(default_model, tmp_path):
     assert acc["whole_set"]["after"] == pytest.approx(sum(r["correct"] for r in after) / 24)
     assert acc["known"]["records"] + acc["unknown"]["records"] == 24 - 6 - 2  # held out 25%, validation 10%
     train_facts = read_json(tmp_path / "run" / "stages.json")["train"]
-    # the default policy, replay: every unknown record and half of the known ones
-    assert train_facts["examples"] == acc["unknown"]["records"] + round(acc["known"]["records"] * 0.5)
+    # the default policy, replay: every unknown record and the default share of the known ones
+    replayed = round(acc["known"]["records"] * SelectConfig().replay_fraction)
+    assert train_facts["examples"] == acc["unknown"]["records"] + replayed
     assert train_facts["best_validation_accuracy"] is not None
 
     # The adapter is a plain mlx-lm adapter: its own generate command loads it.
