@@ -35,7 +35,14 @@ def changed(config: RunConfig, change: str) -> RunConfig:
         if part is None:
             raise SystemExit(f"--change {change}: TrainConfig and SelectConfig have no setting {name!r}")
         settings = getattr(config, part)
-        config = replace(config, **{part: replace(settings, **{name: type(getattr(settings, name))(value)})})
+        current = getattr(settings, name)
+        kind = float if current is None else type(current)  # None: an unset limit such as max_seconds
+        try:
+            if kind not in (int, float, str):
+                raise ValueError(f"only numbers and words can be set here, and {name} is a {kind.__name__}")
+            config = replace(config, **{part: replace(settings, **{name: kind(value)})})
+        except ValueError as error:
+            raise SystemExit(f"--change {change}: {name}={value!r}: {error}") from None
     return config
 
 
@@ -87,7 +94,7 @@ def main():
         rows.append(run_setting(name, setting_config, folder, out / "default"))
         write_json(out / "settings.json", rows)
         write_atomic(out / "settings.md", render(rows))
-    print(f"\n{config.data}, model {Path(config.model).name}; one change at a time from the defaults\n")
+    print(f"\n{config.data}, model {Path(config.model).name}; each change against the defaults\n")
     print(render(rows))
 
 

@@ -52,9 +52,12 @@ def test_settings_benchmark_shares_one_diagnosis_and_tables_each_change(tiny_mod
     assert again.returncode == 0 and table(again.stdout) == table(proc.stdout)
 
 
-def test_settings_benchmark_names_a_setting_that_does_not_exist(tiny_model, tmp_path):
+@pytest.mark.parametrize("change, problem", [("learning_speed=2", "no setting 'learning_speed'"),
+                                             ("epochs=two", "epochs='two': invalid literal for int()"),
+                                             ("slick_keep=Unknown", "slick_keep is a tuple")])
+def test_settings_benchmark_refuses_a_change_it_cannot_make(tiny_model, tmp_path, change, problem):
     data = write_jsonl(tmp_path / "d.jsonl", qa_rows(4))
     proc = subprocess.run([sys.executable, "-m", "benchmarks.settings", str(data), "--model", str(tiny_model),
-                           "--out", str(tmp_path / "s"), "--change", "learning_speed=2"],
+                           "--out", str(tmp_path / "s"), "--change", change],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "no setting 'learning_speed'" in proc.stderr
+    assert proc.returncode != 0 and problem in proc.stderr and not (tmp_path / "s").exists()
