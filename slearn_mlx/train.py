@@ -251,6 +251,13 @@ def resume(model, optimizer, adapter_dir: Path, adapter_config: dict) -> dict:
     return json.loads(metadata["progress"])
 
 
+def tokenize(tokenizer, examples: list[tuple[Record, str]]) -> list[tuple[list[int], int]]:
+    """(tokens, answer offset) of each (record, target) as mlx-lm trains it: chat template, prompt masked."""
+    chats = [{"messages": training_messages(record, target)} for record, target in examples]
+    dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
+    return [dataset[i] for i in range(len(dataset))]
+
+
 def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: TrainConfig, adapter_dir: Path,
                validate: Callable[[], float] | None = None, known: frozenset[str] = frozenset()) -> dict:
     """Train LoRA adapters on (record, target answer) pairs; write the kept adapter to adapter_dir.
@@ -259,9 +266,7 @@ def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: Tra
     A folder left by an interrupted training of the same examples and configuration is resumed
     from its last finished epoch, and ends where the uninterrupted training would have.
     """
-    chats = [{"messages": training_messages(record, target)} for record, target in examples]
-    dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
-    tokenized = [dataset[i] for i in range(len(dataset))]
+    tokenized = tokenize(tokenizer, examples)
     # mlx-lm would cut a long example silently; one cut off before its answer teaches nothing.
     too_long = [record.id for (record, _), (tokens, _) in zip(examples, tokenized) if len(tokens) > config.max_seq_length]
     if too_long:

@@ -94,15 +94,12 @@ def test_records_longer_than_the_limit_are_reported_and_skipped(tiny_model, tmp_
 
 
 def test_batches_without_padding_have_the_loss_of_mlx_lms_padded_ones(tiny_model):
-    from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
     from mlx_lm.tuner.trainer import default_loss, iterate_batches
 
-    from slearn_mlx.answer import training_messages
-    from slearn_mlx.train import unpadded_batches
+    from slearn_mlx.train import tokenize, unpadded_batches
 
     model, tokenizer = load_model(tiny_model)
-    chats = [{"messages": training_messages(record, target)} for record, target in examples(6)]
-    dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
+    dataset = tokenize(tokenizer, examples(6))
     padded = list(iterate_batches(dataset, 3, 1024, seed=1))
     cut = list(unpadded_batches(dataset, 3, 1024, seed=1))
     assert len(cut) == len(padded) == 2
@@ -117,14 +114,10 @@ def test_batches_without_padding_have_the_loss_of_mlx_lms_padded_ones(tiny_model
 
 def answer_kl_to_base(model, tokenizer, pairs) -> float:
     """Mean KL(base || adapted) over the answer tokens of (record, target) pairs."""
-    from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
-
-    from slearn_mlx.answer import training_messages
-    from slearn_mlx.train import base_logits
+    from slearn_mlx.train import base_logits, tokenize
 
     total = 0.0
-    dataset = CacheDataset(ChatDataset([{"messages": training_messages(r, t)} for r, t in pairs], tokenizer, mask_prompt=True))
-    for tokens, offset in (dataset[i] for i in range(len(dataset))):
+    for tokens, offset in tokenize(tokenizer, pairs):
         inputs = mx.array([tokens[:-1]])
         base = base_logits(model, inputs).astype(mx.float32)[0, offset - 1:]
         adapted = model(inputs).astype(mx.float32)[0, offset - 1:]
@@ -146,14 +139,10 @@ def test_the_kl_term_keeps_known_answers_closer_to_the_base_model(tiny_model, tm
 
 
 def test_batches_mark_the_known_records_by_their_tokens(tiny_model):
-    from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
-
-    from slearn_mlx.answer import training_messages
-    from slearn_mlx.train import unpadded_batches
+    from slearn_mlx.train import tokenize, unpadded_batches
 
     _, tokenizer = load_model(tiny_model)
-    chats = [{"messages": training_messages(record, target)} for record, target in examples(6)]
-    dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
+    dataset = tokenize(tokenizer, examples(6))
     known = frozenset(tuple(dataset[i][0]) for i in (0, 3))
     marked = []
     for batch, lengths in unpadded_batches(dataset, 3, 1024, seed=1, known=known):
