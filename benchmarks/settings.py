@@ -16,8 +16,8 @@ from pathlib import Path
 
 from benchmarks import print_provenance
 from slearn_mlx.artifacts import write_atomic, write_json
-from slearn_mlx.bench import ACCURACY_COLUMNS, method_seconds, share_diagnosis
-from slearn_mlx.loop import RunConfig, adapt, create_run, resolve_config
+from slearn_mlx.bench import ACCURACY_COLUMNS, accuracies, adapt_sharing_diagnosis, method_seconds, percent
+from slearn_mlx.loop import RunConfig, resolve_config
 
 # One change at a time from the defaults: the replay share, the learning rate, the adapter's size
 # and reach, and how long training may go on before the validation split stops it. The last,
@@ -47,9 +47,7 @@ def changed(config: RunConfig, change: str) -> RunConfig:
 
 
 def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) -> dict:
-    create_run(config, run_dir)
-    share_diagnosis(shared_from, run_dir)
-    metrics = adapt(config, run_dir)
+    metrics = adapt_sharing_diagnosis(config, run_dir, shared_from)
     training = metrics["stages"]["train"]
     return {
         "setting": name,
@@ -57,13 +55,12 @@ def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) 
         "seconds": method_seconds(config.select.policy, metrics["stages"]),
         "epochs_run": training.get("epochs_run"),
         "best_epoch": training.get("best_epoch"),
-        "accuracy": {c: metrics["accuracy"][c]["after"] for c in ACCURACY_COLUMNS},
-        "before": {c: metrics["accuracy"][c]["before"] for c in ACCURACY_COLUMNS},
+        "accuracy": accuracies(metrics, "after"),
+        "before": accuracies(metrics, "before"),
     }
 
 
 def render(rows: list[dict]) -> str:
-    percent = lambda value: "-" if value is None else f"{100 * value:.1f}%"  # noqa: E731
     lines = ["| setting | records trained | total s | / default | epochs run (kept) | "
              + " | ".join(c.replace("_", " ") for c in ACCURACY_COLUMNS) + " |",
              "|---|---|---|---|---|" + "---|" * len(ACCURACY_COLUMNS),

@@ -27,6 +27,18 @@ def share_diagnosis(source: Path, run_dir: Path) -> None:
     mark_finished(run_dir, "diagnose", facts.pop("seconds"), shared_from=str(source), **facts)
 
 
+def adapt_sharing_diagnosis(config: RunConfig, run_dir: Path, source: Path, force: bool = False) -> dict:
+    """The whole loop in run_dir, starting from the diagnosis made in source (or made here if source is run_dir)."""
+    create_run(config, run_dir, force)
+    share_diagnosis(source, run_dir)
+    return adapt(config, run_dir)
+
+
+def accuracies(metrics: dict, when: str) -> dict:
+    """The table's accuracy columns of a run, "before" or "after" training."""
+    return {c: metrics["accuracy"][c][when] for c in ACCURACY_COLUMNS}
+
+
 def method_seconds(policy: str, stages: dict) -> dict:
     diagnosis = 0.0 if policy == "all" else stages["diagnose"]["seconds"] + stages.get("sample", {}).get("seconds", 0.0)
     training = stages["train"]["seconds"]
@@ -36,27 +48,26 @@ def method_seconds(policy: str, stages: dict) -> dict:
 def bench(config: RunConfig, policies: list[str], bench_dir: Path, force: bool = False) -> list[dict]:
     """Run each policy; write bench.json, bench.md and bench.png in bench_dir; return the table rows."""
     bench_dir.mkdir(parents=True, exist_ok=True)
-    first = None
     rows = []
     for policy in policies:
         run_config = replace(config, select=replace(config.select, policy=policy))
-        run_dir = create_run(run_config, bench_dir / policy, force)
-        first = first or run_dir
-        share_diagnosis(first, run_dir)
-        metrics = adapt(run_config, run_dir)
+        metrics = adapt_sharing_diagnosis(run_config, bench_dir / policy, bench_dir / policies[0], force)
         if not rows:
-            rows.append({"policy": "base model", "trained": 0, "seconds": None,
-                         "accuracy": {c: metrics["accuracy"][c]["before"] for c in ACCURACY_COLUMNS}})
+            rows.append({"policy": "base model", "trained": 0, "seconds": None, "accuracy": accuracies(metrics, "before")})
         rows.append({
             "policy": policy,
             "trained": metrics["accuracy"]["trained"]["records"],
             "seconds": method_seconds(policy, metrics["stages"]),
-            "accuracy": {c: metrics["accuracy"][c]["after"] for c in ACCURACY_COLUMNS},
+            "accuracy": accuracies(metrics, "after"),
         })
     write_json(bench_dir / "bench.json", rows)
     write_atomic(bench_dir / "bench.md", render_table(rows))
     plot(rows, bench_dir / "bench.png")
     return rows
+
+
+def percent(accuracy: float | None) -> str:
+    return "-" if accuracy is None else f"{100 * accuracy:.1f}%"
 
 
 def render_table(rows: list[dict]) -> str:
@@ -67,8 +78,7 @@ def render_table(rows: list[dict]) -> str:
     for row in rows:
         s = row["seconds"] or {}
         times = [f"{s[k]:.0f}" if s else "-" for k in ("diagnosis", "training", "total")]
-        accuracy = [f"{100 * row['accuracy'][c]:.1f}%" if row["accuracy"][c] is not None else "-"
-                    for c in ACCURACY_COLUMNS]
+        accuracy = [percent(row["accuracy"][c]) for c in ACCURACY_COLUMNS]
         lines.append(f"| {row['policy']} | {row['trained']} | " + " | ".join(times + accuracy) + " |")
     baseline = next((r for r in rows if r["policy"] == "all"), None)
     if baseline:
