@@ -1,10 +1,13 @@
-"""Diagnosis without generation: score the reference answer under teacher forcing.
+"""Score a target answer under teacher forcing, without generating.
 
-One batched forward pass per batch of records gives, for each reference answer, the mean
-log-probability of its tokens after the question, and whether greedy decoding would produce
-exactly those tokens. No token is generated, so it costs a fraction of answering; what it
-measures is narrower (would the model say *this* answer, in *these* words), so its agreement
-with generate-and-grade is measured, not assumed (benchmarks/diagnosis.py).
+For each (question, target) it gives the mean log-probability of the target's tokens after the
+question, and whether greedy decoding would say exactly those tokens. Two users:
+- `--diagnosis probe` scores each record's reference: a fraction of the cost of answering, but
+  narrower (would the model say *this* answer in *these* words), so its agreement with
+  generate-and-grade is measured, not assumed (benchmarks/diagnosis.py);
+- the check after each training epoch scores every training record's expected answer: a record
+  whose greedy answer is its target word for word has learned it, whatever the grader would say
+  of a rewording, so it can leave training.
 """
 
 import math
@@ -13,36 +16,43 @@ import mlx.core as mx
 
 from .answer import prompt_messages, training_messages
 from .data import Record
+from .forward import Plan, Span, answer_logits, pack, plan
+
+BATCH = 64
 
 
-def answer_span(tokenizer, record: Record) -> tuple[list[int], int, int]:
-    """Tokens of question + reference answer, and where the answer's own tokens start and end."""
+def target_span(tokenizer, record: Record, target: str, limit: int | None = None) -> Span:
+    """Tokens of the question and target as training sees them; scored: the target's own tokens,
+    the first `limit` of them when given (not the end-of-turn tokens the template adds)."""
     prompt = tokenizer.apply_chat_template(prompt_messages(record), add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(training_messages(record, record.answer))
-    answer_only = tokenizer.encode(record.answer, add_special_tokens=False)
-    return full, len(prompt), len(prompt) + len(answer_only)
+    full = tokenizer.apply_chat_template(training_messages(record, target))
+    length = len(tokenizer.encode(target, add_special_tokens=False))
+    return Span(full, len(prompt), len(prompt) + (min(length, limit) if limit else length))
 
 
-def probe_batch(model, tokenizer, records: list[Record], threshold: float) -> list[dict]:
+def score_spans(model, spans: list[Span], forward: Plan) -> list[tuple[float, bool]]:
+    """(mean log-probability of the scored tokens, greedy decoding gives exactly them) per span."""
+    order = sorted(range(len(spans)), key=lambda i: len(spans[i].tokens))  # little padding per batch
+    scores: list[tuple[float, bool]] = [(0.0, False)] * len(spans)
+    for first in range(0, len(order), BATCH):
+        chunk = order[first:first + BATCH]
+        packed = pack([spans[i] for i in chunk], forward.share_prefix)
+        logits = answer_logits(model, packed, forward).astype(mx.float32)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        token_logprobs = mx.take_along_axis(logprobs, packed.targets[..., None], axis=-1)[..., 0]
+        mean = (token_logprobs * packed.mask).sum(axis=1) / packed.mask.sum(axis=1)
+        exact = ((mx.argmax(logits, axis=-1) == packed.targets) | ~packed.mask).all(axis=1)
+        for i, m, e in zip(chunk, mean.tolist(), exact.tolist()):
+            scores[i] = (m, e)
+    return scores
+
+
+def probe_batch(model, tokenizer, records: list[Record], threshold: float, forward: Plan | None = None) -> list[dict]:
     """Rows {id, mean_logprob, greedy_reproduces, correct}; correct when mean_logprob >= threshold."""
-    spans = [answer_span(tokenizer, r) for r in records]
-    longest = max(len(tokens) for tokens, _, _ in spans)
-    # Right padding needs no mask: a causal model's logits never see later positions.
-    inputs = mx.array([tokens + [0] * (longest - len(tokens)) for tokens, _, _ in spans])
-    logits = model(inputs[:, :-1]).astype(mx.float32)
-    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    targets = inputs[:, 1:]
-    token_logprobs = mx.take_along_axis(logprobs, targets[..., None], axis=-1)[..., 0]
-    greedy = mx.argmax(logits, axis=-1)
-    positions = mx.arange(targets.shape[1])[None]
-    starts = mx.array([start - 1 for _, start, _ in spans])[:, None]  # logits at t predict token t + 1
-    ends = mx.array([end - 1 for _, _, end in spans])[:, None]
-    in_answer = (positions >= starts) & (positions < ends)
-    counts = in_answer.sum(axis=1)
-    mean_logprob = ((token_logprobs * in_answer).sum(axis=1) / counts).tolist()
-    reproduces = (((greedy == targets) | ~in_answer).all(axis=1)).tolist()
+    spans = [target_span(tokenizer, r, r.answer) for r in records]
+    scores = score_spans(model, spans, forward or plan(model))
     return [
-        {"id": r.id, "mean_logprob": round(lp, 4), "greedy_reproduces": rep, "correct": lp >= threshold,
+        {"id": r.id, "mean_logprob": round(lp, 4), "greedy_reproduces": exact, "correct": lp >= threshold,
          "grader": "probe", "score": round(math.exp(lp), 4)}  # geometric mean probability of the answer tokens
-        for r, lp, rep in zip(records, mean_logprob, reproduces)
+        for r, (lp, exact) in zip(records, scores)
     ]
