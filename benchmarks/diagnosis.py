@@ -24,7 +24,8 @@ from slearn_mlx.evaluate import answer_and_grade, rows_for
 from slearn_mlx.grade import auto_grade
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.probe import probe_batch
-from slearn_mlx.train import TrainConfig, train_lora
+from slearn_mlx.forward import plan
+from slearn_mlx.train import Example, TrainConfig, train_lora
 
 
 def kappa(a: list[bool], b: list[bool]) -> float:
@@ -63,12 +64,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         generated, generate_s, generate_mb = timed(lambda: answer_and_grade(
             in_process(model, tokenizer), records, Path(tmp) / "generate.jsonl", auto_grade, args.batch_size, "generate"))
+        forward = plan(model)
         probed, probe_s, probe_mb = timed(lambda: rows_for(
             records, Path(tmp) / "probe.jsonl", args.batch_size, "probe",
-            lambda batch: probe_batch(model, tokenizer, batch, 0.0)))
+            lambda batch: probe_batch(model, tokenizer, batch, 0.0, forward)))
         train_model, _ = load_model(model_path)
+        examples = [Example(r, r.answer, r.answer, known=False, selected=True) for r in records]
         _, epoch_s, epoch_mb = timed(lambda: train_lora(
-            train_model, tokenizer, [(r, r.answer) for r in records], TrainConfig(epochs=1), Path(tmp) / "adapter"))
+            train_model, tokenizer, examples, TrainConfig(epochs=1, check=False), Path(tmp) / "adapter"))
 
     labels = [row["correct"] for row in generated]
     logprobs = [row["mean_logprob"] for row in probed]

@@ -23,8 +23,8 @@ from slearn_mlx.loop import RunConfig, resolve_config
 # and reach, and how long training may go on before the validation split stops it. The last,
 # another training seed (adapter initialisation and batch order; the splits stay), shows how far
 # two runs of the same settings differ, which is the yardstick for every other row.
-CHANGES = ["replay_fraction=0.5", "replay_fraction=1.0", "learning_rate=2e-4", "learning_rate=5e-5", "lora_rank=4",
-           "lora_rank=16", "lora_layers=24", "epochs=2", "epochs=4", "seed=1"]
+CHANGES = ["policy=unknown", "replay_fraction=0.25", "learning_rate=2e-4", "epochs=5", "patience=2", "check=false",
+           "targets=reference", "seed=1"]
 
 
 def changed(config: RunConfig, change: str) -> RunConfig:
@@ -38,12 +38,20 @@ def changed(config: RunConfig, change: str) -> RunConfig:
         current = getattr(settings, name)
         kind = float if current is None else type(current)  # None: an unset limit such as max_seconds
         try:
-            if kind not in (int, float, str):
-                raise ValueError(f"only numbers and words can be set here, and {name} is a {kind.__name__}")
-            config = replace(config, **{part: replace(settings, **{name: kind(value)})})
+            if kind not in (int, float, str, bool):
+                raise ValueError(f"only numbers, words and true/false can be set here, and {name} is a {kind.__name__}")
+            config = replace(config, **{part: replace(settings, **{name: parsed(kind, value)})})
         except ValueError as error:
             raise SystemExit(f"--change {change}: {name}={value!r}: {error}") from None
     return config
+
+
+def parsed(kind: type, value: str):
+    if kind is not bool:
+        return kind(value)
+    if value.lower() not in ("true", "false"):
+        raise ValueError("give true or false")
+    return value.lower() == "true"
 
 
 def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) -> dict:
@@ -52,7 +60,8 @@ def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) 
     return {
         "setting": name,
         "trained": metrics["accuracy"]["trained"]["records"],
-        "seconds": method_seconds(config.select.policy, metrics["stages"]),
+        "record_epochs": training.get("record_epochs", 0),
+        "seconds": method_seconds(config, metrics["stages"]),
         "epochs_run": training.get("epochs_run"),
         "best_epoch": training.get("best_epoch"),
         "accuracy": accuracies(metrics, "after"),
@@ -61,13 +70,13 @@ def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) 
 
 
 def render(rows: list[dict]) -> str:
-    lines = ["| setting | records trained | total s | / default | epochs run (kept) | "
+    lines = ["| setting | records trained | record-epochs | total s | / default | epochs run (kept) | "
              + " | ".join(c.replace("_", " ") for c in ACCURACY_COLUMNS) + " |",
-             "|---|---|---|---|---|" + "---|" * len(ACCURACY_COLUMNS),
-             "| base model | 0 | - | - | - | " + " | ".join(percent(rows[0]["before"][c]) for c in ACCURACY_COLUMNS) + " |"]
+             "|---|---|---|---|---|---|" + "---|" * len(ACCURACY_COLUMNS),
+             "| base model | 0 | 0 | - | - | - | " + " | ".join(percent(rows[0]["before"][c]) for c in ACCURACY_COLUMNS) + " |"]
     default_seconds = rows[0]["seconds"]["total"]
     for row in rows:
-        lines.append(f"| {row['setting']} | {row['trained']} | {row['seconds']['total']:.0f} | "
+        lines.append(f"| {row['setting']} | {row['trained']} | {row['record_epochs']} | {row['seconds']['total']:.0f} | "
                      f"{row['seconds']['total'] / default_seconds:.2f} | {row['epochs_run']} ({row['best_epoch']}) | "
                      + " | ".join(percent(row["accuracy"][c]) for c in ACCURACY_COLUMNS) + " |")
     return "\n".join(lines) + "\n"

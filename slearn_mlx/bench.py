@@ -1,11 +1,13 @@
 """The paper's experiment as a command: selection policies side by side.
 
 Every policy runs on the same data, model, seed and splits, one after the other in one
-process, each in its own run folder under the bench folder. The greedy diagnosis is made
-once and copied to the other runs: every policy's selection then starts from the same
-answers. What each policy costs is what the method needs before and during training: the
-diagnosis (none for `all`, which needs no answers), SliCK's sampling, and the training.
-The evaluation after training is measurement, not method, and is not counted.
+process, each in its own run folder under the bench folder. The greedy diagnosis and the
+restatements are made once and copied to the other runs: every policy's selection then starts
+from the same answers and targets. What each policy costs is what the method needs before and
+during training: the diagnosis of the training records (none for `all` trained on bare references,
+which needs no answers), SliCK's sampling, the restatements, the training and its checks. The
+diagnosis of the validation and held-out records, and the evaluation after training, are
+measurement, not method, and are not counted.
 """
 
 import shutil
@@ -18,19 +20,26 @@ from .loop import RunConfig, adapt, create_run, finished_stages, mark_finished
 ACCURACY_COLUMNS = ("whole_set", "known", "unknown", "held_out")
 
 
-def share_diagnosis(source: Path, run_dir: Path) -> None:
-    """Give run_dir the diagnosis already made in source, with its cost."""
-    if "diagnose" in finished_stages(run_dir) or source == run_dir:
-        return
-    shutil.copy(source / "diagnosis.jsonl", run_dir / "diagnosis.jsonl")
-    facts = finished_stages(source)["diagnose"]
-    mark_finished(run_dir, "diagnose", facts.pop("seconds"), shared_from=str(source), **facts)
+# The stages whose work is the same for every policy, and the file each writes.
+SHARED_STAGES = {"diagnose": "diagnosis.jsonl", "restate": "restatements.jsonl"}
+
+
+def share_stages(source: Path, run_dir: Path) -> None:
+    """Give run_dir the diagnosis and restatements already made in source, with their cost."""
+    done = finished_stages(source)
+    for stage, file in SHARED_STAGES.items():
+        if stage in finished_stages(run_dir) or stage not in done or source == run_dir:
+            continue
+        shutil.copy(source / file, run_dir / file)
+        facts = dict(done[stage])
+        mark_finished(run_dir, stage, facts.pop("seconds"), shared_from=str(source), **facts)
 
 
 def adapt_sharing_diagnosis(config: RunConfig, run_dir: Path, source: Path, force: bool = False) -> dict:
-    """The whole loop in run_dir, starting from the diagnosis made in source (or made here if source is run_dir)."""
+    """The whole loop in run_dir, starting from the diagnosis and restatements made in source (or made
+    here if source is run_dir)."""
     create_run(config, run_dir, force)
-    share_diagnosis(source, run_dir)
+    share_stages(source, run_dir)
     return adapt(config, run_dir)
 
 
@@ -39,10 +48,16 @@ def accuracies(metrics: dict, when: str) -> dict:
     return {c: metrics["accuracy"][c][when] for c in ACCURACY_COLUMNS}
 
 
-def method_seconds(policy: str, stages: dict) -> dict:
-    diagnosis = 0.0 if policy == "all" else stages["diagnose"]["seconds"] + stages.get("sample", {}).get("seconds", 0.0)
+def method_seconds(config: RunConfig, stages: dict) -> dict:
+    """What the method spent: answering before training, and training with its checks."""
+    diagnose = stages["diagnose"]
+    needs_answers = config.select.policy != "all" or config.select.targets == "own"
+    diagnosis = diagnose.get("method_seconds", diagnose["seconds"]) if needs_answers else 0.0
+    diagnosis += stages.get("sample", {}).get("seconds", 0.0)
+    restate = stages.get("restate", {}).get("seconds", 0.0)
     training = stages["train"]["seconds"]
-    return {"diagnosis": diagnosis, "training": training, "total": diagnosis + training}
+    return {"diagnosis": diagnosis, "restate": restate, "checks": stages["train"].get("check_seconds", 0.0),
+            "training": training, "total": diagnosis + restate + training}
 
 
 def bench(config: RunConfig, policies: list[str], bench_dir: Path, force: bool = False) -> list[dict]:
@@ -53,11 +68,13 @@ def bench(config: RunConfig, policies: list[str], bench_dir: Path, force: bool =
         run_config = replace(config, select=replace(config.select, policy=policy))
         metrics = adapt_sharing_diagnosis(run_config, bench_dir / policy, bench_dir / policies[0], force)
         if not rows:
-            rows.append({"policy": "base model", "trained": 0, "seconds": None, "accuracy": accuracies(metrics, "before")})
+            rows.append({"policy": "base model", "trained": 0, "record_epochs": 0, "seconds": None,
+                         "accuracy": accuracies(metrics, "before")})
         rows.append({
             "policy": policy,
             "trained": metrics["accuracy"]["trained"]["records"],
-            "seconds": method_seconds(policy, metrics["stages"]),
+            "record_epochs": metrics["stages"]["train"].get("record_epochs", 0),
+            "seconds": method_seconds(run_config, metrics["stages"]),
             "accuracy": accuracies(metrics, "after"),
         })
     write_json(bench_dir / "bench.json", rows)
@@ -72,14 +89,17 @@ def percent(accuracy: float | None) -> str:
 
 def render_table(rows: list[dict]) -> str:
     lines = [
-        "| policy | records trained | diagnosis s | training s | total s | whole set | known | unknown | held out |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| policy | records trained | record-epochs | diagnosis s | restate s | training s (checks) | total s "
+        "| whole set | known | unknown | held out |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        s = row["seconds"] or {}
-        times = [f"{s[k]:.0f}" if s else "-" for k in ("diagnosis", "training", "total")]
+        s = row["seconds"]
+        times = [f"{s['diagnosis']:.0f}", f"{s['restate']:.0f}", f"{s['training']:.0f} ({s['checks']:.0f})",
+                 f"{s['total']:.0f}"] if s else ["-"] * 4
         accuracy = [percent(row["accuracy"][c]) for c in ACCURACY_COLUMNS]
-        lines.append(f"| {row['policy']} | {row['trained']} | " + " | ".join(times + accuracy) + " |")
+        lines.append(f"| {row['policy']} | {row['trained']} | {row['record_epochs']} | "
+                     + " | ".join(times + accuracy) + " |")
     baseline = next((r for r in rows if r["policy"] == "all"), None)
     if baseline:
         lines.append("")
@@ -88,9 +108,11 @@ def render_table(rows: list[dict]) -> str:
                 ratio = row["seconds"]["total"] / baseline["seconds"]["total"]
                 gap = 100 * (row["accuracy"]["whole_set"] - baseline["accuracy"]["whole_set"])
                 lines.append(f"- {row['policy']}: total time {ratio:.2f} of all's, whole-set accuracy {gap:+.1f} points")
-    lines += ["", "Time is what the method costs: diagnosis (none for `all`), SliCK's sampling, and training; "
-              "the evaluation after training is not counted. Known and unknown are the training split's records "
-              "the base model answered right and wrong."]
+    lines += ["", "Time is what the method costs: the diagnosis of the training records (none for `all` on bare "
+              "references), SliCK's sampling, the restatements, and the training with its checks; the rest of the "
+              "diagnosis and the evaluation after training are measurement and not counted. Record-epochs: records "
+              "trained on, summed over the epochs. Known and unknown are the training split's records the base "
+              "model answered right and wrong."]
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from .grade import JUDGE_THRESHOLD, JUDGED_KINDS
 from .models import ModelError, resolve_model
 from .bench import bench as run_bench
 from .report import topic_table
-from .select import POLICIES, SelectConfig
+from .select import POLICIES, TARGETS, SelectConfig
 from .server import BACKENDS, Backend, ServerError
 from .train import TrainConfig, TrainingError
 
@@ -55,15 +55,17 @@ def run_options(command):
                           "share of the known; slick: by SliCK category from sampled answers."),
         click.option("--replay-fraction", type=click.FloatRange(0, 1), default=select.replay_fraction,
                      show_default=True, help="replay: share of the known training records trained on again."),
-        click.option("--replay-target", type=click.Choice(["reference", "own"]), default=select.replay_target,
-                     show_default=True, help="replay: train known records on the reference or the model's own answer."),
+        click.option("--targets", type=click.Choice(TARGETS), default=select.targets, show_default=True,
+                     help="own: train each record on an answer in the model's own words (its right answer, or "
+                          "its restatement of the reference); reference: on the bare reference, as the paper does."),
         click.option("--slick-samples", type=click.IntRange(1), default=select.slick_samples, show_default=True),
         click.option("--slick-temperature", type=click.FloatRange(0, min_open=True),
                      default=select.slick_temperature, show_default=True),
         click.option("--held-out", "held_out_fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
                      help="Fraction of records never trained on, to measure generalisation."),
         click.option("--validation", "validation_fraction", type=click.FloatRange(0, 0.5), default=0.1,
-                     show_default=True, help="Fraction never trained on that picks the best epoch (0: keep the last)."),
+                     show_default=True, help="Fraction never trained on, answered after each epoch as a guard of "
+                                             "generalisation (reported, not the objective)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--diagnosis", type=click.Choice(["generate", "probe"]), default="generate", show_default=True,
                      help="generate: answer and grade; probe: score the reference answer without generating."),
@@ -92,7 +94,10 @@ def run_options(command):
                      help="Requests in flight at once to a server."),
         click.option("--epochs", type=click.IntRange(1), default=train.epochs, show_default=True),
         click.option("--patience", type=click.IntRange(1), default=train.patience, show_default=True,
-                     help="Epochs without a better validation score before training stops."),
+                     help="Epochs without more training records answered right before training stops."),
+        click.option("--check/--no-check", default=train.check, show_default=True,
+                     help="After each epoch, learned records leave training, forgotten ones return, and the best "
+                          "epoch is kept; --no-check trains every epoch on the first selection and keeps the last."),
         click.option("--max-train-seconds", type=click.FloatRange(0, min_open=True),
                      help="Stop training after this wall time (equal-budget comparisons)."),
         click.option("--batch-size", type=click.IntRange(1), default=train.batch_size, show_default=True),
@@ -110,14 +115,15 @@ def run_options(command):
     return command
 
 
-def build_config(data, model, policy, replay_fraction, replay_target, slick_samples, slick_temperature, epochs,
-                 patience, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers, max_seq_length,
-                 kl_weight, backend, base_url,
+def build_config(data, model, policy, replay_fraction, targets, slick_samples, slick_temperature, epochs,
+                 patience, check, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers,
+                 max_seq_length, kl_weight, backend, base_url,
                  api_key_env, served_model, judge_backend, judge_base_url, judge_api_key_env, judge_served_model,
                  judge_kinds, **options):
-    select = SelectConfig(policy=policy, replay_fraction=replay_fraction, replay_target=replay_target,
+    select = SelectConfig(policy=policy, replay_fraction=replay_fraction, targets=targets,
                           slick_samples=slick_samples, slick_temperature=slick_temperature)
-    train = TrainConfig(epochs=epochs, patience=patience, max_seconds=max_train_seconds, batch_size=batch_size,
+    train = TrainConfig(epochs=epochs, patience=patience, check=check,
+                        max_seconds=max_train_seconds, batch_size=batch_size,
                         learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
                         max_seq_length=max_seq_length, kl_weight=kl_weight, seed=options["seed"])
     return loop.resolve_config(
@@ -206,7 +212,7 @@ def check(path, model):
 def train(run):
     """Select the records of a diagnosed RUN folder and train a LoRA adapter on them."""
     for stage in loop.stages_for(loop.load_run(run).config):
-        if stage in ("sample", "select", "train"):
+        if stage in ("sample", "restate", "select", "train"):
             loop.STAGE_FUNCTIONS[stage](run)
     click.echo(f"adapter: {run}/adapter")
 

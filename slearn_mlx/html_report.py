@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from .data import Record
 from .evaluate import topic_split
-from .report import GROUP_TITLES, percent, ranked_examples
+from .report import EPOCH_HEADER, EPOCH_NOTE, GROUP_TITLES, epoch_cells, percent, ranked_examples
 
 BEFORE, AFTER, KNOWN, UNKNOWN = "#9aa5b1", "#2f6fdf", "#3c9a5f", "#e0833a"
 TOPICS_SHOWN = 15
@@ -103,6 +103,14 @@ def example_table(triples) -> str:
     return f"<table class=\"examples\"><tr><th>question</th><th>reference</th><th>before</th><th>after</th></tr>{rows}</table>"
 
 
+def epochs_section(epochs: list[dict]) -> str:
+    if not epochs:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in EPOCH_HEADER)
+    rows = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' for c in epoch_cells(row)) + "</tr>" for row in epochs)
+    return f"<h2>Training, epoch by epoch</h2><p>{EPOCH_NOTE}</p><table><tr>{head}</tr>{rows}</table>"
+
+
 def render_html(metrics: dict, config, records: list[Record], before: list[dict], after: list[dict]) -> str:
     accuracy = metrics["accuracy"]
     whole, unknown, known = accuracy["whole_set"], accuracy["unknown"], accuracy["known"]
@@ -132,6 +140,7 @@ and kept {percent(known['after'])} of the {known['records']} it knew.</p>
 <h2>Accuracy before and after, per group of records</h2>
 {png(accuracy_plot(accuracy))}
 <table><tr><th>records</th><th>count</th><th>before</th><th>after</th></tr>{table}</table>
+{epochs_section(metrics["epochs"])}
 <h2>Knowledge map: known and unknown per topic</h2>
 {knowledge}
 <h2>Most improved</h2>

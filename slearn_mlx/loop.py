@@ -1,4 +1,4 @@
-"""The self-learning loop over a run folder: diagnose -> (sample) -> select -> train -> evaluate.
+"""The self-learning loop over a run folder: diagnose -> (sample) -> (restate) -> select -> train -> evaluate.
 
 Each stage reads what the previous one wrote in the run folder and writes its own files,
 so a stage can run alone (`slearn_mlx train RUN`) and a rerun skips finished stages.
@@ -10,8 +10,9 @@ only rank 0 writes the shared files (distributed.py).
     RUN/records.jsonl      the dataset as loaded, with ids and split (train/validation/held_out)
     RUN/diagnosis.jsonl    the base model's greedy answers and grades
     RUN/samples.jsonl      SliCK only: grades of answers sampled at a temperature
-    RUN/selection.jsonl    every training record, whether it was selected, its target, and why
-    RUN/adapter/           LoRA adapter (mlx_lm --adapter-path), train_log.jsonl
+    RUN/restatements.jsonl the unknown training records answered again with the reference shown (targets.py)
+    RUN/selection.jsonl    every training record: its target, whether the first epoch trains it, and why
+    RUN/adapter/           LoRA adapter (mlx_lm --adapter-path), train_log.jsonl (epochs, checks, who left and returned)
     RUN/evaluation.jsonl   the adapted model's answers and grades
     RUN/stages.json        wall time of each finished stage
     RUN/metrics.json, RUN/report.md, RUN/report.html
@@ -35,12 +36,14 @@ from .evaluate import Grader, accuracy_table, answer_and_grade, rows_for, sample
 from .grade import JUDGE_THRESHOLD, JUDGED_KINDS, auto_grade, judge
 from .models import load_model, resolve_model, runs_on_cpu
 from .html_report import render_html
+from .forward import plan
 from .probe import probe_batch
 from .report import render_report
 from .select import SelectConfig, select_records
-from .train import TrainConfig, adapter_disk_bytes, train_lora
+from .targets import restate as restated
+from .train import Example, TrainConfig, adapter_disk_bytes, train_lora
 
-STAGES = ("diagnose", "sample", "select", "train", "evaluate")
+STAGES = ("diagnose", "sample", "restate", "select", "train", "evaluate")
 
 
 class RunError(ValueError):
@@ -229,19 +232,30 @@ def base_answerer_and_grader(config: RunConfig):
 
 
 def diagnose(run_dir: Path) -> None:
-    """Answer and grade every record with the base model."""
+    """Answer and grade every record with the base model.
+
+    The training records first: the method needs their answers, while those of the validation and
+    held-out records only measure the model before training. Both times are kept apart."""
     run = load_run(run_dir)
     start = time.perf_counter()
     if run.config.diagnosis == "probe":
         model, tokenizer = load_model(Path(run.config.model))
-        rows = rows_for(run.records, run_dir / "diagnosis.jsonl", run.config.answer_batch_size, "probe",
-                        lambda batch: probe_batch(model, tokenizer, batch, run.config.probe_threshold))
+        forward = plan(model)
+
+        def diagnose_part(records, desc):
+            return rows_for(records, run_dir / "diagnosis.jsonl", run.config.answer_batch_size, desc,
+                            lambda batch: probe_batch(model, tokenizer, batch, run.config.probe_threshold, forward))
     else:
         answer, grade = base_answerer_and_grader(run.config)
-        rows = answer_and_grade(answer, run.records, run_dir / "diagnosis.jsonl", grade,
-                                run.config.answer_batch_size, "diagnose")
-    mark_finished(run_dir, "diagnose", time.perf_counter() - start, records=len(rows),
-                  correct=sum(r["correct"] for r in rows))
+
+        def diagnose_part(records, desc):
+            return answer_and_grade(answer, records, run_dir / "diagnosis.jsonl", grade,
+                                    run.config.answer_batch_size, desc)
+    diagnose_part(run.records_in("train"), "diagnose")
+    method_seconds = time.perf_counter() - start
+    rows = diagnose_part(run.records, "diagnose the rest")
+    mark_finished(run_dir, "diagnose", time.perf_counter() - start, method_seconds=round(method_seconds, 2),
+                  records=len(rows), correct=sum(r["correct"] for r in rows))
 
 
 def sample(run_dir: Path) -> None:
@@ -253,6 +267,20 @@ def sample(run_dir: Path) -> None:
     sample_and_grade(answer, run.records_in("train"), run_dir / "samples.jsonl", grade,
                      run.config.answer_batch_size, select_config.slick_samples, select_config.slick_temperature)
     mark_finished(run_dir, "sample", time.perf_counter() - start, samples=select_config.slick_samples)
+
+
+def restate(run_dir: Path) -> None:
+    """The unknown training records answered again by the base model with their reference shown:
+    the targets in the model's own words (targets.py)."""
+    run = load_run(run_dir)
+    start = time.perf_counter()
+    correct = {row["id"]: row["correct"] for row in diagnosed(run)}
+    unknown = [r for r in run.records_in("train") if not correct[r.id]]
+    answer, grade = base_answerer_and_grader(run.config)
+    rows = rows_for(unknown, run_dir / "restatements.jsonl", run.config.answer_batch_size, "restate",
+                    lambda batch: restated(answer, grade, batch))
+    mark_finished(run_dir, "restate", time.perf_counter() - start, records=len(rows),
+                  credited=sum(r["correct"] for r in rows))
 
 
 def diagnosed(run: "Run") -> list[dict]:
@@ -280,40 +308,62 @@ def select(run_dir: Path) -> None:
     start = time.perf_counter()
     samples = {row["id"]: row for row in read_rows(run_dir / "samples.jsonl")}
     diagnosis = [{**row, **samples.get(row["id"], {})} for row in diagnosed(run)]
-    rows = select_records(run.records, diagnosis, run.ids("train"), run.config.select, run.config.seed)
+    restatements = {row["id"]: row for row in read_rows(run_dir / "restatements.jsonl")}
+    rows = select_records(run.records, diagnosis, run.ids("train"), run.config.select, run.config.seed, restatements)
     distributed.on_main(write_atomic, run_dir / "selection.jsonl",
                         "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
     mark_finished(run_dir, "select", time.perf_counter() - start, selected=sum(r["selected"] for r in rows))
 
 
-def selected_rows(run_dir: Path) -> list[dict]:
-    return [row for row in read_rows(run_dir / "selection.jsonl") if row["selected"]]
+def answer_check(run: Run, model, tokenizer, grade: Grader):
+    """What the check after each epoch answers with the model in training: the training records the
+    probe cannot vouch for, and the validation records, never trained on, as a guard for the report.
+    Every rank answers all of them, so all take the same keep and stop decisions."""
+    validation = run.records_in("validation")
+
+    def answer(records: list[Record]) -> tuple[list[dict], dict]:
+        rows = score(in_process(model, tokenizer), records + validation, grade)
+        guarded = rows[len(records):]
+        return rows[:len(records)], {"validation_accuracy": sum(r["correct"] for r in guarded) / len(guarded)
+                                     if guarded else None}
+    return answer
 
 
 def train(run_dir: Path) -> None:
     run = load_run(run_dir)
     start = time.perf_counter()
-    selected = selected_rows(run_dir)
-    if not selected:
+    selection = read_rows(run_dir / "selection.jsonl")
+    if not any(s["selected"] for s in selection):
         # Nothing unknown: the model already answers everything; there is nothing to teach.
         mark_finished(run_dir, "train", time.perf_counter() - start, examples=0)
         return
     by_id = {r.id: r for r in run.records}
     model, tokenizer = load_model(Path(run.config.model))
     grade = make_grader(run.config)  # not the model in training: it must judge as the base model
-    validation = run.records_in("validation")
-
-    def validate() -> float:
-        # Every rank validates on all records, so all take the same keep/stop decision.
-        answer = in_process(model, tokenizer)
-        rows = [row for batch in range(0, len(validation), run.config.answer_batch_size)
-                for row in score(answer, validation[batch:batch + run.config.answer_batch_size], grade)]
-        return sum(row["correct"] for row in rows) / len(rows)
-
-    known = frozenset(row["id"] for row in diagnosed(run) if row["correct"])
-    facts = train_lora(model, tokenizer, [(by_id[s["id"]], s["target"]) for s in selected], run.config.train,
-                       run_dir / "adapter", validate if validation else None, known)
+    examples = [Example(by_id[s["id"]], s["target"], s["expected"], s["known"], s["selected"]) for s in selection]
+    answer = answer_check(run, model, tokenizer, grade) if run.config.train.check else None
+    facts = train_lora(model, tokenizer, examples, run.config.train, run_dir / "adapter", answer)
     mark_finished(run_dir, "train", time.perf_counter() - start, **facts)
+
+
+def trained_ids(run_dir: Path) -> set[str]:
+    """The records some epoch trained on."""
+    log = read_rows(run_dir / "adapter" / "train_log.jsonl")
+    return {i for row in log if row["event"] == "epoch" for i in row["trained"]}
+
+
+def epoch_summary(run_dir: Path) -> list[dict]:
+    """Per epoch: records trained and loss; after the check, the right known and unknown records, how many
+    left and returned, and the validation guard."""
+    epochs: dict[int, dict] = {}
+    for row in read_rows(run_dir / "adapter" / "train_log.jsonl"):  # a resumed epoch's later rows win
+        summary = epochs.setdefault(row["epoch"], {"epoch": row["epoch"]})
+        if row["event"] == "epoch":
+            summary.update(records=row["records"], loss=round(row["loss"], 4), seconds=row["seconds"])
+        elif row["event"] == "check":
+            summary.update({k: v for k, v in row.items() if k not in ("event", "left", "returned", "seconds")},
+                           left=len(row["left"]), returned=len(row["returned"]), check_seconds=row["seconds"])
+    return [e for _, e in sorted(epochs.items()) if "records" in e]
 
 
 def evaluate(run_dir: Path) -> dict:
@@ -335,13 +385,14 @@ def write_metrics(run_dir: Path) -> dict:
         raise RunError(f"{run_dir}: the run is not evaluated yet; finish it with `adapt` or `evaluate`")
     before = read_rows(run_dir / "diagnosis.jsonl")
     after = read_rows(run_dir / "evaluation.jsonl")
-    trained = {s["id"] for s in selected_rows(run_dir)}
+    trained = trained_ids(run_dir)
     stages = finished_stages(run_dir)
     metrics = {
         "run": str(run_dir),
         "policy": run.config.select.policy,
         "records": len(run.records),
         "accuracy": accuracy_table(before, after, trained, run.splits),
+        "epochs": epoch_summary(run_dir),
         "stage_seconds": {s: stages[s]["seconds"] for s in STAGES if s in stages},
         "stages": stages,
     }
@@ -358,11 +409,13 @@ def finish_metrics(run_dir: Path) -> dict:
     return read_json(run_dir / "metrics.json")
 
 
-STAGE_FUNCTIONS = {"diagnose": diagnose, "sample": sample, "select": select, "train": train, "evaluate": evaluate}
+STAGE_FUNCTIONS = {"diagnose": diagnose, "sample": sample, "restate": restate, "select": select, "train": train,
+                   "evaluate": evaluate}
 
 
 def stages_for(config: RunConfig) -> list[str]:
-    return [s for s in STAGES if s != "sample" or config.select.policy == "slick"]
+    skipped = {"sample": config.select.policy != "slick", "restate": config.select.targets != "own"}
+    return [s for s in STAGES if not skipped.get(s)]
 
 
 def adapt(config: RunConfig, run_dir: Path) -> dict:

@@ -7,7 +7,7 @@ GROUP_TITLES = {
     "known": "known (training split, right before)",
     "unknown": "unknown (training split, wrong before)",
     "trained": "trained on",
-    "validation": "validation (never trained on; chooses the epoch)",
+    "validation": "validation (never trained on; a guard, answered after each epoch)",
     "held_out": "held out (never trained on)",
     "whole_set": "whole set",
 }
@@ -26,6 +26,25 @@ def topic_table(split: dict) -> list[str]:
         lines.append(f"| {topic} | {row['records']} | {row['known']} ({percent(row['known'] / row['records'])}) "
                      f"| {row['records'] - row['known']} | {after} |")
     return lines
+
+
+EPOCH_HEADER = ["epoch", "records trained", "loss", "known kept", "unknown learned", "left", "returned",
+                "validation", "kept"]
+EPOCH_NOTE = ("After each epoch every training record is checked: right when the model says its expected answer "
+              "word for word, or else answers it right when asked. Right records leave the next epoch; wrong ones, "
+              "forgotten known records included, come back in. The validation records are never trained on.")
+
+
+def fraction(pair: list[int] | None) -> str:
+    return "-" if not pair else f"{pair[0]}/{pair[1]}"
+
+
+def epoch_cells(row: dict) -> list[str]:
+    """One epoch of training as table cells (metrics["epochs"]), for report.md and report.html."""
+    counts = [str(row[k]) if k in row else "-" for k in ("left", "returned")]
+    return [str(row["epoch"]), str(row["records"]), f"{row['loss']:.3f}", fraction(row.get("right_known")),
+            fraction(row.get("right_unknown")), *counts, percent(row.get("validation_accuracy")),
+            "yes" if row.get("kept") else ""]
 
 
 def ranked_examples(records: list[Record], before: list[dict], after: list[dict], count: int = EXAMPLES):
@@ -73,6 +92,10 @@ def render_report(metrics: dict, config, records: list[Record], before: list[dic
         peak = metrics["stages"][stage].get("peak_memory_mb")  # absent in runs made before it was recorded
         lines.append(f"| {stage} | {seconds:.1f} | {'-' if peak is None else f'{peak:,.0f} MB'} |")
     lines += [f"| total | {metrics['total_seconds']:.1f} | |", ""]
+    if metrics["epochs"]:
+        lines += ["## Training, epoch by epoch", "", EPOCH_NOTE, "",
+                  "| " + " | ".join(EPOCH_HEADER) + " |", "|" + "---|" * len(EPOCH_HEADER),
+                  *["| " + " | ".join(epoch_cells(row)) + " |" for row in metrics["epochs"]], ""]
     lines += ["## Known and unknown per topic", "", *topic_table(topic_split(records, before, after)), ""]
     improved, worst = ranked_examples(records, before, after)
     lines += ["## Most improved", "", *example_lines(improved), ""]

@@ -1,46 +1,58 @@
-"""LoRA fine-tuning on the selected records, with mlx-lm's tuner.
+"""LoRA training in epochs that change what they train on.
 
-Loss is on the answer tokens only (the prompt is masked). Training is counted in epochs:
-every selected record is seen once per epoch, however the count divides by the batch size.
-When a validation function is given, it is called after every epoch and the adapter of
-the best epoch is kept (not the last); training stops once `patience` epochs bring no
-improvement, or when `max_seconds` of training have passed. The adapter folder is what
-`mlx_lm.generate --adapter-path` loads. Under mlx.launch the ranks train data-parallel
-(mlx-lm splits each batch over them and averages the gradients); rank 0 writes the files.
+Each epoch trains on the records the model does not answer right yet. After it, a check of every
+training record, known and unknown alike:
+- its expected answer is scored under teacher forcing (probe.py), one cheap forward pass: a record
+  the model says word for word is right;
+- the others are answered and graded (the loop's `answer`), since a rewording can be right too; a
+  right rewording becomes the record's expected answer, so that the next check vouches for it cheaply.
+Right records leave the next epoch and wrong ones, known records forgotten included, come back in:
+later epochs train only on what is still missing, which is where the time goes down. The share of
+training records answered right is the objective: the adapter of the best epoch is kept, and
+training stops when every record is right or after `patience` epochs without a better objective.
+With `check=False`, every epoch trains on the first selection and the last epoch is kept: the
+paper's rule.
+
+The loop is our own because mlx-lm's trainer counts iterations over a fixed dataset: length-grouped
+batches drawn anew each epoch from the seed, one Adam step per batch, gradients averaged over the
+ranks of mlx.launch by their share of the tokens, and a checkpoint at each epoch's end from which an
+interrupted training resumes to the same adapter. mlx-lm provides the model, the LoRA layers and the
+chat template; forward.py the cheaper forward pass.
 """
 
 import hashlib
 import json
 import logging
-import math
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from functools import partial
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
-from mlx_lm.tuner.trainer import TrainingArgs, iterate_batches, train
+from mlx.nn.utils import average_gradients
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from mlx_lm.tuner.utils import linear_to_lora_layers
-from mlx.utils import tree_flatten, tree_unflatten
+from tqdm import tqdm
 
 from . import distributed
-from .answer import training_messages
 from .artifacts import append_rows, read_json, write_json
 from .data import Record
-
+from .forward import Plan, answer_logits, pack, plan
+from .probe import score_spans, target_span
 
 log = logging.getLogger("slearn_mlx")
 
 ADAPTER_FILE = "adapters.safetensors"  # the name mlx_lm.load(adapter_path=...) reads
 CHECKPOINT = "checkpoint.safetensors"  # adapter, optimizer state and progress after the last finished epoch
+# The check compares at most this many tokens of an expected answer: short answers whole (their budget
+# is 32 tokens), a long one by how it starts.
+CHECKED_TOKENS = 32
 
 
 @dataclass
@@ -55,13 +67,25 @@ class TrainConfig:
     lora_layers: int = 16  # the last N transformer blocks get adapters, on every linear layer
     max_seq_length: int = 1024
     seed: int = 0
-    # Epochs without a better validation score before stopping. 1 stopped `all` after its second
-    # epoch on the default data's 40 validation records; the best epoch is kept whatever this is.
-    patience: int = 2
+    patience: int = 1  # epochs without a better objective before stopping; the best epoch is kept
     max_seconds: float | None = None  # a wall-time budget for training, for equal-budget comparisons
     # Weight of KL(base || adapted) over the answer tokens of the records the model already knew: a pull
     # back toward what it said before training, on the records where that was right. 0: off.
     kl_weight: float = 0.0
+    check: bool = True  # after each epoch: learned records leave, forgotten ones return, the best epoch is kept
+
+
+@dataclass
+class Example:
+    record: Record
+    target: str  # what it is trained to say
+    expected: str  # a right answer the check listens for first: the target, or for a known record its own answer
+    known: bool  # answered right in the diagnosis
+    selected: bool  # trained in the first epoch
+
+
+class TrainingError(ValueError):
+    """Training cannot run on what was selected."""
 
 
 def lora_parameters(config: TrainConfig) -> dict:
@@ -69,7 +93,7 @@ def lora_parameters(config: TrainConfig) -> dict:
 
 
 def adapter_disk_bytes(model_config: dict, config: TrainConfig) -> int:
-    """Disk a training writes: best and last adapters and a checkpoint with Adam's two moments (float32).
+    """Disk a training writes: the kept adapter and a checkpoint with Adam's two moments (float32).
 
     Counted for a llama-shaped block (attention and gated MLP on every linear layer), which is
     what most mlx-lm models are; other shapes are at the same order of magnitude.
@@ -80,17 +104,11 @@ def adapter_disk_bytes(model_config: dict, config: TrainConfig) -> int:
     kv_heads = model_config.get("num_key_value_heads") or heads
     per_block = 2 * (hidden + heads * head_dim) + 2 * (hidden + kv_heads * head_dim) + 3 * (hidden + inner)
     blocks = min(config.lora_layers, model_config["num_hidden_layers"])
-    return per_block * config.lora_rank * blocks * 4 * 5
-
-
-def padded_to_batches(items: list, batch_size: int, seed: int) -> list:
-    """mlx-lm's batching drops the last partial batch; repeat a few items so none is ever dropped."""
-    missing = -len(items) % batch_size
-    return items + random.Random(seed).sample(items, missing)
+    return per_block * config.lora_rank * blocks * 4 * 4
 
 
 def ranks_batch_size(batch_size: int) -> int:
-    """mlx-lm splits every batch evenly over the ranks: round down to a multiple of their number."""
+    """Every batch is split evenly over the ranks: round down to a multiple of their number."""
     ranks = distributed.size()
     fitted = max(ranks, batch_size - batch_size % ranks)
     if fitted != batch_size:
@@ -98,65 +116,56 @@ def ranks_batch_size(batch_size: int) -> int:
     return fitted
 
 
-def unpadded_batches(*args, known: frozenset[tuple[int, ...]] = frozenset(), **kwargs):
-    """mlx-lm's batches (grouped by length, shuffled), without the padding that contributes nothing.
-
-    mlx-lm pads every batch to one more than a multiple of 32 tokens: on short QA pairs a quarter
-    of the compute. Its loss reads one position past each example (a padding target), so the cut
-    keeps one column past the longest and the loss is the same as on the padded batch.
-    With `known` (the token sequences of known records), a third column of `lengths` marks them:
-    mlx-lm's batches do not say which records they hold, their tokens do."""
-    for batch, lengths in iterate_batches(*args, **kwargs):
-        batch = batch[:, : lengths[:, 1].max().item() + 1]
-        if known:
-            rows = batch.tolist()
-            marks = [tuple(row[:n]) in known for row, n in zip(rows, lengths[:, 1].tolist())]
-            lengths = mx.concatenate([lengths, mx.array(marks, dtype=lengths.dtype)[:, None]], axis=1)
-        yield batch, lengths
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Indices in batches of similar length, in an order drawn from the seed and the epoch alone,
+    so that a resumed training draws the same batches as an uninterrupted one."""
+    rng = np.random.default_rng([seed, epoch])
+    order = sorted(rng.permutation(len(lengths)).tolist(), key=lambda i: lengths[i])  # ties stay shuffled
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < distributed.size():  # a rank would get no row
+        batches[-2] += batches.pop()
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def base_logits(model, inputs: mx.array) -> mx.array:
-    """The model's logits with every LoRA adapter switched off: the base model, without a copy of it."""
+@contextmanager
+def adapters_off(model):
+    """The base model, without a copy of it: every LoRA adapter's scale set to 0 for a while."""
     adapters = [m for m in model.modules() if hasattr(m, "lora_a")]
     scales = [m.scale for m in adapters]
     for m in adapters:
         m.scale = 0.0
     try:
-        return mx.stop_gradient(model(inputs))
+        yield model
     finally:
         for m, scale in zip(adapters, scales):
             m.scale = scale
 
 
-def loss_with_kl(kl_weight: float):
-    """mlx-lm's loss (cross-entropy on the answer tokens) plus kl_weight x KL(base || adapted) on the
-    answer tokens of the rows marked known by unpadded_batches."""
-    def loss(model, batch, lengths):
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = model(inputs)
-        steps = mx.arange(1, targets.shape[1] + 1)
-        answer = (steps >= lengths[:, 0:1]) & (steps <= lengths[:, 1:2])
-        tokens = answer.sum()
-        ce = (nn.losses.cross_entropy(logits, targets) * answer).astype(mx.float32).sum() / tokens
-        base = nn.log_softmax(base_logits(model, inputs).astype(mx.float32), axis=-1)
-        adapted = nn.log_softmax(logits.astype(mx.float32), axis=-1)
-        kl = (mx.exp(base) * (base - adapted)).sum(axis=-1)
-        known = answer & (lengths[:, 2:3] > 0)
-        return ce + kl_weight * (kl * known).sum() / mx.maximum(known.sum(), 1), tokens
-    return loss
+def loss(model, packed, known_rows: mx.array, forward: Plan, kl_weight: float):
+    """Cross-entropy on the answer tokens (the prompt is masked), plus kl_weight x KL(base || adapted)
+    on the answer tokens of the rows the model already knew. Returns (loss, answer tokens)."""
+    logits = answer_logits(model, packed, forward)
+    mask = packed.mask
+    tokens = mask.sum()
+    ce = (nn.losses.cross_entropy(logits, packed.targets) * mask).astype(mx.float32).sum() / tokens
+    if not kl_weight:
+        return ce, tokens
+    with adapters_off(model):
+        base = mx.stop_gradient(answer_logits(model, packed, forward))
+    base = nn.log_softmax(base.astype(mx.float32), axis=-1)
+    adapted = nn.log_softmax(logits.astype(mx.float32), axis=-1)
+    kl = (mx.exp(base) * (base - adapted)).sum(axis=-1)
+    known = mask & known_rows[:, None]
+    return ce + kl_weight * (kl * known).sum() / mx.maximum(known.sum(), 1), tokens
 
 
-class StopTraining(Exception):
-    pass
-
-
-class TrainingError(ValueError):
-    """Training cannot run on what was selected."""
-
-
-def report_every(steps_per_epoch: int) -> int:
-    """The largest step count up to 10 that divides an epoch, so an epoch's end is a report."""
-    return max(d for d in range(1, 11) if steps_per_epoch % d == 0)
+def shared_gradients(grads, tokens: mx.array):
+    """The gradient of the whole batch's mean loss when the batch is split over ranks: each rank's
+    gradient weighted by its share of the answer tokens, then averaged (mlx's average_gradients)."""
+    if distributed.size() == 1:
+        return grads
+    weight = tokens * distributed.size() / mx.distributed.all_sum(tokens, stream=mx.cpu)
+    return average_gradients(tree_map(lambda g: g * weight, grads))
 
 
 def save_arrays(path: Path, arrays: dict, metadata: dict | None = None) -> None:
@@ -165,17 +174,36 @@ def save_arrays(path: Path, arrays: dict, metadata: dict | None = None) -> None:
     os.replace(tmp, path)
 
 
-class EpochCallback:
-    """mlx-lm training callback: logs losses; at each epoch's end validates, keeps the best adapter
-    and writes a checkpoint (adapter, optimizer state, progress) that a killed run resumes from."""
+def resume(model, optimizer, adapter_dir: Path, adapter_config: dict, first_epoch: list[str]) -> dict:
+    """Progress of an interrupted training of the same configuration, its state loaded; else a fresh start."""
+    fresh = {"epoch": 0, "training": first_epoch, "best_epoch": 0, "best": None, "stop": None, "seconds": 0.0,
+             "record_epochs": 0, "check_seconds": 0.0, "expected": {}}
+    config_path = adapter_dir / "adapter_config.json"
+    resumable = (adapter_dir / CHECKPOINT).exists() and config_path.exists() and read_json(config_path) == adapter_config
+    distributed.barrier()  # every rank has looked before rank 0 clears the folder
+    if not resumable:
+        if distributed.is_main():
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            adapter_dir.mkdir(parents=True)
+            write_json(config_path, adapter_config)
+        distributed.barrier()
+        return fresh
+    state, metadata = mx.load(str(adapter_dir / CHECKPOINT), return_metadata=True)
+    model.load_weights([(k[len("adapter."):], v) for k, v in state.items() if k.startswith("adapter.")], strict=False)
+    optimizer.state = tree_unflatten([(k[len("optimizer."):], v) for k, v in state.items() if k.startswith("optimizer.")])
+    return json.loads(metadata["progress"])
 
-    def __init__(self, model, optimizer, adapter_dir: Path, steps_per_epoch: int, config: TrainConfig,
-                 validate: Callable[[], float] | None, progress: dict):
-        self.model, self.optimizer, self.adapter_dir = model, optimizer, adapter_dir
-        self.config, self.validate, self.steps_per_epoch = config, validate, steps_per_epoch
-        self.epochs_done, self.best_epoch = progress["epochs_done"], progress["best_epoch"]
-        self.best_score, self.stopped = progress["best_score"], progress["stopped"]
-        self.started = time.perf_counter() - progress["seconds"]
+
+class Trainer:
+    """One training's model, optimizer and files; `epoch` and `check` are the two halves of an epoch."""
+
+    def __init__(self, model, tokenizer, optimizer, examples: list[Example], train_spans, config: TrainConfig,
+                 adapter_dir: Path):
+        self.model, self.tokenizer, self.optimizer, self.config = model, tokenizer, optimizer, config
+        self.examples, self.train_spans, self.adapter_dir = examples, train_spans, adapter_dir
+        self.check_spans = [self.expected_span(e.record, e.expected) for e in examples]
+        self.forward = plan(model)
+        self.loss_and_grad = nn.value_and_grad(model, loss)
 
     def log(self, row: dict):
         if distributed.is_main():
@@ -185,139 +213,165 @@ class EpochCallback:
         if distributed.is_main():
             save_arrays(self.adapter_dir / ADAPTER_FILE, dict(tree_flatten(self.model.trainable_parameters())))
 
-    def on_train_loss_report(self, info: dict):
-        self.log({"event": "train", "epoch": self.epochs_done + 1, **info})
-        if info["iteration"] % self.steps_per_epoch == 0:
-            self.end_of_epoch()
-        elif self.over_budget():
-            self.stop("time budget")
-
-    def over_budget(self) -> bool:
-        # Ranks' clocks differ: one rank stopping alone would leave the others waiting for its gradients.
-        return distributed.any_rank(bool(self.config.max_seconds) and time.perf_counter() - self.started > self.config.max_seconds)
-
-    def stop(self, reason: str):
-        self.stopped = True
-        self.log({"event": "stop", "reason": reason, "epoch": self.epochs_done})
-        self.checkpoint()
-        raise StopTraining
-
-    def end_of_epoch(self):
-        self.epochs_done += 1
-        if self.validate is None:
-            self.save_adapter()
-        else:
-            score = self.validate()
-            self.model.train()
-            self.log({"event": "validation", "epoch": self.epochs_done, "accuracy": score})
-            if score > self.best_score:
-                self.best_score, self.best_epoch = score, self.epochs_done
-                self.save_adapter()
-            elif self.epochs_done - self.best_epoch >= self.config.patience:
-                self.stop("no better validation")
-        if self.over_budget():
-            self.stop("time budget")
-        self.checkpoint()
-
-    def checkpoint(self):
+    def checkpoint(self, progress: dict):
         if not distributed.is_main():
             return
         arrays = {f"adapter.{k}": v for k, v in tree_flatten(self.model.trainable_parameters())}
         arrays.update({f"optimizer.{k}": v for k, v in tree_flatten(self.optimizer.state)})
-        progress = {"epochs_done": self.epochs_done, "best_epoch": self.best_epoch, "best_score": self.best_score,
-                    "stopped": self.stopped, "seconds": time.perf_counter() - self.started}
         # One file holds state and progress, so a kill can never leave them disagreeing.
         save_arrays(self.adapter_dir / CHECKPOINT, arrays, {"progress": json.dumps(progress)})
 
-    def on_val_loss_report(self, info: dict):
-        self.log({"event": "val_loss", **info})
+    def step(self, rows: list[int]) -> tuple[float, int]:
+        mine = rows[distributed.rank()::distributed.size()]
+        packed = pack([self.train_spans[i] for i in mine], self.forward.share_prefix)
+        known = mx.array([self.examples[i].known for i in mine])
+        (value, tokens), grads = self.loss_and_grad(self.model, packed, known, self.forward, self.config.kl_weight)
+        self.optimizer.update(self.model, shared_gradients(grads, tokens))
+        mx.eval(self.model.trainable_parameters(), self.optimizer.state, value, tokens)
+        return value.item(), tokens.item()
+
+    def epoch(self, epoch: int, training: list[int], batch_size: int, over_budget: Callable[[], bool]) -> dict | None:
+        """Train one epoch on the examples at `training`; None when the time budget ran out in it."""
+        start = time.perf_counter()
+        lengths = [len(self.train_spans[i].tokens) for i in training]
+        total_loss = total_tokens = 0.0
+        batches = epoch_batches(lengths, batch_size, self.config.seed, epoch)
+        self.model.train()
+        for batch in tqdm(batches, desc=f"train epoch {epoch}", unit="batch", disable=not distributed.is_main()):
+            value, tokens = self.step([training[i] for i in batch])
+            total_loss, total_tokens = total_loss + value * tokens, total_tokens + tokens
+            if over_budget():
+                return None
+        seconds = time.perf_counter() - start
+        return {"event": "epoch", "epoch": epoch, "records": len(training), "loss": total_loss / max(total_tokens, 1),
+                "answer_tokens": int(total_tokens), "seconds": round(seconds, 2),
+                "trained": [self.examples[i].record.id for i in training]}
+
+    def expected_span(self, record: Record, expected: str):
+        return target_span(self.tokenizer, record, expected, CHECKED_TOKENS)
+
+    def expect(self, i: int, answer: str):
+        """A right answer of example i in new words: what the next check listens for first."""
+        self.examples[i] = replace(self.examples[i], expected=answer)
+        self.check_spans[i] = self.expected_span(self.examples[i].record, answer)
+
+    def check(self, epoch: int, training: set[str], answer: Callable | None) -> tuple[dict, set[str], dict]:
+        """The check row of an epoch, the ids to train on next (those not answered right), and the
+        expected answers that changed."""
+        start = time.perf_counter()
+        self.model.eval()
+        said = [exact for _, exact in score_spans(self.model, self.check_spans, self.forward)]
+        right = list(said)
+        unvouched = [i for i, s in enumerate(said) if not s]
+        rows, guard = answer([self.examples[i].record for i in unvouched]) if answer else ([], {})
+        changed = {}
+        for i, row in zip(unvouched, rows):
+            right[i] = row["correct"]
+            if row["correct"] and row["response"]:
+                self.expect(i, row["response"])
+                changed[self.examples[i].record.id] = row["response"]
+        next_training = {e.record.id for e, r in zip(self.examples, right) if not r}
+
+        def count(flags: list[bool], known: bool) -> list[int]:  # [how many, of the known or unknown]
+            group = [f for f, e in zip(flags, self.examples) if e.known == known]
+            return [sum(group), len(group)]
+
+        row = {"event": "check", "epoch": epoch, "right_known": count(right, True), "right_unknown": count(right, False),
+               "word_for_word": sum(said), "answered": len(unvouched), **guard,
+               "left": sorted(training - next_training), "returned": sorted(next_training - training),
+               "seconds": round(time.perf_counter() - start, 2)}
+        return row, next_training, changed
+
+    def objective(self, row: dict) -> list[float]:
+        """What the kept epoch maximises: the share of training records answered right, then said word for word."""
+        right = row["right_known"][0] + row["right_unknown"][0]
+        return [right / len(self.examples), row["word_for_word"] / len(self.examples)]
 
 
-def resume(model, optimizer, adapter_dir: Path, adapter_config: dict) -> dict:
-    """Progress of an interrupted training of the same configuration, its state loaded; else a fresh start."""
-    fresh = {"epochs_done": 0, "best_epoch": 0, "best_score": -1.0, "stopped": False, "seconds": 0.0}
-    config_path = adapter_dir / "adapter_config.json"
-    resumable = (adapter_dir / CHECKPOINT).exists() and read_json(config_path) == adapter_config
-    distributed.barrier()  # every rank has looked before rank 0 clears the folder
-    if not resumable:
-        if distributed.is_main():
-            shutil.rmtree(adapter_dir, ignore_errors=True)
-            adapter_dir.mkdir(parents=True)
-            write_json(config_path, adapter_config)
-        return fresh
-    state, metadata = mx.load(str(adapter_dir / CHECKPOINT), return_metadata=True)
-    model.load_weights([(k[len("adapter."):], v) for k, v in state.items() if k.startswith("adapter.")], strict=False)
-    optimizer.state = tree_unflatten([(k[len("optimizer."):], v) for k, v in state.items() if k.startswith("optimizer.")])
-    return json.loads(metadata["progress"])
+def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, adapter_dir: Path,
+               answer: Callable[[list[Record]], tuple[list[dict], dict]] | None = None) -> dict:
+    """Train LoRA adapters on the examples; write the kept adapter to adapter_dir.
 
-
-def tokenize(tokenizer, examples: list[tuple[Record, str]]) -> list[tuple[list[int], int]]:
-    """(tokens, answer offset) of each (record, target) as mlx-lm trains it: chat template, prompt masked."""
-    chats = [{"messages": training_messages(record, target)} for record, target in examples]
-    dataset = CacheDataset(ChatDataset(chats, tokenizer, mask_prompt=True))
-    return [dataset[i] for i in range(len(dataset))]
-
-
-def train_lora(model, tokenizer, examples: list[tuple[Record, str]], config: TrainConfig, adapter_dir: Path,
-               validate: Callable[[], float] | None = None, known: frozenset[str] = frozenset()) -> dict:
-    """Train LoRA adapters on (record, target answer) pairs; write the kept adapter to adapter_dir.
-    `known` are the ids of the records the base model answered right (the KL term's records).
-
-    A folder left by an interrupted training of the same examples and configuration is resumed
-    from its last finished epoch, and ends where the uninterrupted training would have.
+    `answer(records)` answers and grades records with the model in training: it returns their rows
+    {response, correct} and a dict of anything else it measured (the loop's validation guard). Without
+    it, the check counts right only what the model says word for word. A folder left by an interrupted
+    training of the same examples and configuration is resumed from its last finished epoch, and ends
+    where the uninterrupted one would.
     """
-    tokenized = tokenize(tokenizer, examples)
+    train_spans = [target_span(tokenizer, e.record, e.target) for e in examples]
+    train_spans = [replace(s, end=len(s.tokens)) for s in train_spans]  # the end-of-turn is learned too
     # mlx-lm would cut a long example silently; one cut off before its answer teaches nothing.
-    too_long = [record.id for (record, _), (tokens, _) in zip(examples, tokenized) if len(tokens) > config.max_seq_length]
+    too_long = [e.record.id for e, s in zip(examples, train_spans) if len(s.tokens) > config.max_seq_length]
     if too_long:
-        log.warning(f"{len(too_long)} selected records are longer than max_seq_length={config.max_seq_length} tokens "
+        log.warning(f"{len(too_long)} records are longer than max_seq_length={config.max_seq_length} tokens "
                     f"and are not trained on: {', '.join(too_long[:5])}{', ...' if len(too_long) > 5 else ''}")
-    kept = [(example, item) for example, item in zip(examples, tokenized) if len(item[0]) <= config.max_seq_length]
-    if not kept:
+    kept = [(e, s) for e, s in zip(examples, train_spans) if len(s.tokens) <= config.max_seq_length]
+    examples, train_spans = [e for e, _ in kept], [s for _, s in kept]
+    first_epoch = sorted(e.record.id for e in examples if e.selected)
+    if not first_epoch:
         raise TrainingError(f"every selected record is longer than max_seq_length={config.max_seq_length} tokens")
-    examples, tokenized = [e for e, _ in kept], [i for _, i in kept]
 
-    batch_size = ranks_batch_size(min(config.batch_size, len(examples)))
-    steps_per_epoch = math.ceil(len(examples) / batch_size)
+    batch_size = ranks_batch_size(min(config.batch_size, len(first_epoch)))
     adapter_config = {
         "fine_tune_type": "lora",
         "num_layers": config.lora_layers,
         "lora_parameters": lora_parameters(config),
-        "slearn_mlx": {**asdict(config), "examples_sha256": hashlib.sha256(
-            json.dumps([[r.id, target] for r, target in examples]).encode()).hexdigest()},
+        "slearn_mlx": {**asdict(config), "examples_sha256": hashlib.sha256(json.dumps(
+            [[e.record.id, e.target, e.expected, e.selected] for e in examples]).encode()).hexdigest()},
     }
-
     mx.random.seed(config.seed)  # before the LoRA layers, whose initial weights are random
-    np.random.seed(config.seed)  # mlx-lm shuffles batches with numpy's global generator
     model.freeze()
     linear_to_lora_layers(model, config.lora_layers, lora_parameters(config))
     optimizer = optim.Adam(learning_rate=config.learning_rate)
-    progress = resume(model, optimizer, adapter_dir, adapter_config)
-    for _ in range(progress["epochs_done"]):
-        np.random.permutation(steps_per_epoch)  # replay the shuffles of the finished epochs
-    callback = EpochCallback(model, optimizer, adapter_dir, steps_per_epoch, config, validate, progress)
+    progress = resume(model, optimizer, adapter_dir, adapter_config, first_epoch)
+    position = {e.record.id: i for i, e in enumerate(examples)}
+    examples = [replace(e, expected=progress["expected"].get(e.record.id, e.expected)) for e in examples]
+    trainer = Trainer(model, tokenizer, optimizer, examples, train_spans, config, adapter_dir)
+    started = time.perf_counter() - progress["seconds"]
 
-    items = padded_to_batches(tokenized, batch_size, config.seed)
-    remaining_epochs = 0 if progress["stopped"] else config.epochs - progress["epochs_done"]
-    args = TrainingArgs(
-        batch_size=batch_size,
-        iters=steps_per_epoch * remaining_epochs,
-        steps_per_report=report_every(steps_per_epoch),
-        steps_per_save=steps_per_epoch * config.epochs + 1,  # our own checkpoints replace mlx-lm's
-        max_seq_length=config.max_seq_length,
-        adapter_file=str(adapter_dir / "last_adapters.safetensors"),
-    )
-    batches, loss = unpadded_batches, {}
-    if config.kl_weight and known:
-        known_tokens = frozenset(tuple(tokens) for (record, _), (tokens, _) in zip(examples, tokenized) if record.id in known)
-        batches, loss = partial(unpadded_batches, known=known_tokens), {"loss": loss_with_kl(config.kl_weight)}
-    if remaining_epochs:
-        try:
-            train(model, optimizer, items, args=args, training_callback=callback, iterate_batches=batches, **loss)
-        except StopTraining:
-            pass
+    def over_budget() -> bool:
+        # Ranks' clocks differ: one rank stopping alone would leave the others waiting for its gradients.
+        return bool(config.max_seconds) and distributed.any_rank(time.perf_counter() - started > config.max_seconds)
+
+    stopped_before = progress["stop"]
+    while progress["stop"] is None and progress["epoch"] < config.epochs:
+        epoch = progress["epoch"] + 1
+        training = sorted(position[i] for i in progress["training"])
+        row = trainer.epoch(epoch, training, batch_size, over_budget)
+        if row is None:  # the weights are mid-epoch now; the checkpoint only records that training ended
+            progress["stop"] = "time budget"
+            trainer.checkpoint(progress)
+            break
+        trainer.log(row)
+        progress["epoch"] = epoch
+        progress["record_epochs"] += len(training)
+        if config.check:
+            check, next_training, changed = trainer.check(epoch, set(progress["training"]), answer)
+            progress["check_seconds"] += check["seconds"]
+            progress["expected"].update(changed)
+            objective = trainer.objective(check)
+            if progress["best"] is None or objective > progress["best"]:
+                progress["best"], progress["best_epoch"] = objective, epoch
+                trainer.save_adapter()
+            trainer.log({**check, "kept": progress["best_epoch"] == epoch})
+            progress["training"] = sorted(next_training)
+            if not next_training:
+                progress["stop"] = "every training record answered right"
+            elif epoch - progress["best_epoch"] >= config.patience:
+                progress["stop"] = f"no better objective in {config.patience} epoch(s)"
+        else:
+            progress["best_epoch"] = epoch
+            trainer.save_adapter()
+        if progress["stop"] is None and over_budget():
+            progress["stop"] = "time budget"
+        progress["seconds"] = time.perf_counter() - started
+        trainer.checkpoint(progress)
+    if progress["stop"] and not stopped_before:
+        trainer.log({"event": "stop", "reason": progress["stop"], "epoch": progress["epoch"]})
     if not (adapter_dir / ADAPTER_FILE).exists():  # stopped by the time budget inside the first epoch
-        callback.save_adapter()
-    return {"examples": len(examples), "skipped_too_long": too_long, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
-            "epochs_run": callback.epochs_done, "best_epoch": callback.best_epoch or callback.epochs_done,
-            "best_validation_accuracy": callback.best_score if validate else None}
+        trainer.save_adapter()
+    distributed.barrier()
+    return {"examples": len(examples), "first_epoch": len(first_epoch), "skipped_too_long": too_long,
+            "batch_size": batch_size, "epochs_run": progress["epoch"], "best_epoch": progress["best_epoch"],
+            "objective": progress["best"][0] if progress["best"] else None, "stop": progress["stop"],
+            "record_epochs": progress["record_epochs"], "check_seconds": round(progress["check_seconds"], 2)}

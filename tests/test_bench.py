@@ -22,9 +22,27 @@ def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
         assert (out / policy / "diagnosis.jsonl").read_text() == diagnosis
         assert read_json(out / policy / "stages.json")["diagnose"]["shared_from"] == str(out / "all")
     by_policy = {r["policy"]: r for r in rows}
-    assert by_policy["all"]["seconds"]["diagnosis"] == 0  # `all` needs no answers
+    stages = read_json(out / "all" / "stages.json")
+    # targets in the model's own words need its answers, for `all` too; only the training records' count
+    assert by_policy["all"]["seconds"]["diagnosis"] == stages["diagnose"]["method_seconds"] < stages["diagnose"]["seconds"]
+    assert (out / "unknown" / "restatements.jsonl").read_text() == (out / "all" / "restatements.jsonl").read_text()
     slick_stages = read_json(out / "slick" / "stages.json")
     assert by_policy["slick"]["seconds"]["diagnosis"] == \
-        slick_stages["diagnose"]["seconds"] + slick_stages["sample"]["seconds"]
+        slick_stages["diagnose"]["method_seconds"] + slick_stages["sample"]["seconds"]
+    assert by_policy["slick"]["seconds"]["restate"] == slick_stages["restate"]["seconds"]
     # with no known records, unknown, replay and all train on the same records
     assert by_policy["all"]["trained"] == by_policy["unknown"]["trained"] == by_policy["replay"]["trained"]
+
+
+def test_all_on_bare_references_is_charged_no_diagnosis():
+    from slearn_mlx.bench import method_seconds
+    from slearn_mlx.loop import RunConfig
+    from slearn_mlx.select import SelectConfig
+
+    stages = {"diagnose": {"seconds": 9.0, "method_seconds": 6.0}, "restate": {"seconds": 3.0},
+              "train": {"seconds": 20.0, "check_seconds": 5.0}}
+    charged = {(policy, targets): method_seconds(RunConfig("d", "m", SelectConfig(policy=policy, targets=targets)),
+                                                 stages)["total"]
+               for policy in ("all", "unknown") for targets in ("own", "reference")}
+    assert charged == {("all", "own"): 29.0, ("all", "reference"): 23.0, ("unknown", "own"): 29.0,
+                       ("unknown", "reference"): 29.0}

@@ -36,16 +36,16 @@ def test_settings_benchmark_shares_one_diagnosis_and_tables_each_change(tiny_mod
     data = write_jsonl(tmp_path / "d.jsonl", qa_rows(12))
     out = tmp_path / "settings"
     command = [sys.executable, "-m", "benchmarks.settings", str(data), "--model", str(tiny_model), "--out", str(out),
-               "--change", "epochs=1", "--change", "replay_fraction=1.0,learning_rate=1e-3"]
+               "--change", "epochs=1", "--change", "replay_fraction=1.0,check=false"]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "setting" not in line]
     assert [row.split(" | ")[0] for row in rows] == ["| base model", "| default", "| epochs=1",
-                                                       "| replay_fraction=1.0,learning_rate=1e-3"]
+                                                       "| replay_fraction=1.0,check=false"]
     assert (out / "epochs-1" / "diagnosis.jsonl").read_text() == (out / "default" / "diagnosis.jsonl").read_text()
     assert " 1 (" in rows[2]  # one epoch run
-    both = read_json(out / "replay_fraction-1.0+learning_rate-1e-3" / "config.json")
-    assert both["select"]["replay_fraction"] == 1.0 and both["train"]["learning_rate"] == 1e-3
+    both = read_json(out / "replay_fraction-1.0+check-false" / "config.json")
+    assert both["select"]["replay_fraction"] == 1.0 and both["train"]["check"] is False
     # a rerun resumes: every setting is finished, nothing is trained again
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     table = lambda stdout: stdout[stdout.index("| setting"):]  # noqa: E731
@@ -54,6 +54,7 @@ def test_settings_benchmark_shares_one_diagnosis_and_tables_each_change(tiny_mod
 
 @pytest.mark.parametrize("change, problem", [("learning_speed=2", "no setting 'learning_speed'"),
                                              ("epochs=two", "epochs='two': invalid literal for int()"),
+                                             ("check=maybe", "check='maybe': give true or false"),
                                              ("slick_keep=Unknown", "slick_keep is a tuple")])
 def test_settings_benchmark_refuses_a_change_it_cannot_make(tiny_model, tmp_path, change, problem):
     data = write_jsonl(tmp_path / "d.jsonl", qa_rows(4))

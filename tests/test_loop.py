@@ -34,8 +34,8 @@ def finished_run(tiny_model, tmp_path_factory):
 
 def test_adapt_writes_a_complete_run(finished_run, tiny_model):
     _, run = finished_run
-    for name in ["config.json", "versions.json", "records.jsonl", "diagnosis.jsonl", "selection.jsonl",
-                 "evaluation.jsonl", "stages.json", "metrics.json", "report.md", "adapter/adapters.safetensors"]:
+    for name in ["config.json", "versions.json", "records.jsonl", "diagnosis.jsonl", "restatements.jsonl",
+                 "selection.jsonl", "evaluation.jsonl", "stages.json", "metrics.json", "report.md", "adapter/adapters.safetensors"]:
         assert (run / name).exists(), name
     model, _ = load(str(tiny_model), adapter_path=str(run / "adapter"))  # what mlx_lm.generate --adapter-path does
     assert any("lora_a" in name for name, _ in __import__("mlx.utils").utils.tree_flatten(model.parameters()))
@@ -57,8 +57,11 @@ def test_metrics_agree_with_the_rows(finished_run):
     never_trained = {r["id"] for r in records if r["split"] != "train"}
     assert acc["trained"]["records"] == len(selected) == acc["unknown"]["records"]
     assert not never_trained & {s["id"] for s in selected}
-    assert set(metrics["stage_seconds"]) == {"diagnose", "select", "train", "evaluate"}
+    assert set(metrics["stage_seconds"]) == {"diagnose", "restate", "select", "train", "evaluate"}
     assert "| whole set | 12 |" in (run / "report.md").read_text()
+    epoch, = metrics["epochs"]  # one epoch: trained on the selection, then checked
+    assert epoch["records"] == len(selected) and epoch["right_unknown"][1] == len(selected)
+    assert f"| 1 | {len(selected)} | {epoch['loss']:.3f} |" in (run / "report.md").read_text()
 
 
 def test_html_report_is_one_self_contained_file_and_report_redoes_it(finished_run):
@@ -156,7 +159,8 @@ def test_training_teaches_the_unknown_records(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", [{"question": q, "answer": a} for q, a in facts])
     result = CliRunner().invoke(cli, [
         "adapt", str(data), "--model", str(tiny_model), "--out", str(tmp_path / "run"), "--held-out", "0",
-        "--validation", "0", "--epochs", "300", "--batch-size", "4", "--learning-rate", "1e-3", "--lora-layers", "2"], catch_exceptions=False)
+        "--validation", "0", "--epochs", "300", "--patience", "300", "--batch-size", "4", "--learning-rate", "1e-3",
+        "--lora-layers", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     accuracy = read_json(tmp_path / "run" / "metrics.json")["accuracy"]["unknown"]
     assert accuracy["records"] == 4 and accuracy["before"] == 0

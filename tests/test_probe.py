@@ -39,10 +39,11 @@ def test_adapt_can_diagnose_by_probing(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(8))
     result = CliRunner().invoke(cli, ["adapt", str(data), "--model", str(tiny_model), "--out", str(tmp_path / "run"),
                                       "--diagnosis", "probe", "--epochs", "1", "--policy", "replay",
-                                      "--replay-target", "own", "--probe-threshold", "-100"],
+                                      "--probe-threshold", "-100"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = read_rows(tmp_path / "run" / "diagnosis.jsonl")
     assert len(rows) == 8 and all(r["grader"] == "probe" and r["correct"] for r in rows)  # threshold -100
     replayed = [s for s in read_rows(tmp_path / "run" / "selection.jsonl") if s["selected"]]
-    assert replayed and all("reference answer" in s["reason"] for s in replayed)  # no own answer to replay
+    assert replayed and all(s["reason"].endswith("target: the reference (its restatement was not asked for)")
+                            for s in replayed)  # a probe gives no own answer to replay

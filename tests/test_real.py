@@ -55,8 +55,9 @@ def test_adapt_on_a_slice_of_the_default_data(default_model, tmp_path):
     train_facts = read_json(tmp_path / "run" / "stages.json")["train"]
     # the default policy, replay: every unknown record and the default share of the known ones
     replayed = round(acc["known"]["records"] * SelectConfig().replay_fraction)
-    assert train_facts["examples"] == acc["unknown"]["records"] + replayed
-    assert train_facts["best_validation_accuracy"] is not None
+    assert train_facts["first_epoch"] == acc["unknown"]["records"] + replayed
+    assert train_facts["examples"] == acc["known"]["records"] + acc["unknown"]["records"]  # all checked after an epoch
+    assert train_facts["objective"] is not None
 
     # The adapter is a plain mlx-lm adapter: its own generate command loads it.
     proc = subprocess.run([sys.executable, "-m", "mlx_lm", "generate", "--model", str(default_model),
