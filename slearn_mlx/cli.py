@@ -175,7 +175,9 @@ def diagnose(export_unknown, **options):
     records, diagnosis = run.records, loop.diagnosed(run)
     click.echo("\n".join(topic_table(topic_split(records, diagnosis))))
     correct = sum(row["correct"] for row in diagnosis)
-    click.echo(f"{correct} of {len(records)} answered correctly; answers in {run_dir}/diagnosis.jsonl")
+    unsure = sum(bool(row.get("unsure")) for row in diagnosis)
+    click.echo(f"{correct} of {len(records)} answered correctly, {unsure} unsure (hedged or refused); "
+               f"answers in {run_dir}/diagnosis.jsonl")
     if export_unknown and distributed.is_main():
         click.echo(f"{loop.export_unknown(run_dir, export_unknown)} unknown records written to {export_unknown}")
 
