@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from .answer import FIRST_SENTENCE_END, question_text
-from .data import Record
+from .data import DEFAULT_LETTERS, MCQ_OPTION, Record, choices_of
 
 ARTICLES = {"a", "an", "the"}
 WORD = re.compile(r"[^\W_]+")
@@ -336,16 +336,6 @@ def long_overlap(response: str, record: Record) -> float:
 LONG_THRESHOLD = 0.1
 
 
-MCQ_OPTION = re.compile(r"^\s*\(?([A-J])[.:)]\s+(.+?)\s*$", re.MULTILINE)
-
-
-def choices_of(record: Record) -> dict[str, str] | None:
-    """The options: separate, or written inside the question as "A: text" / "A. text" / "(A) text" lines."""
-    if record.choices:
-        return record.choices
-    return dict(MCQ_OPTION.findall(record.question)) or None
-
-
 # Words that name the option picked right before its letter: "Answer: B", "option D", "my pick is d".
 PICK = r"\b(?i:answer|option|choice|pick|choose|chose|select|go with)(?:\s+(?:is|would be|will be))?\s*[:\-]?\s*"
 LETTER_PATTERNS = [
@@ -363,7 +353,6 @@ RULED_OUT = re.compile(
     r"|\b(?i:not|rule out|rules out|eliminate|exclude)\s+(?:option\s+)?\(?[A-J]\)?(?![\w'])")
 LETTER_HEDGE = re.compile(r"\b[A-J]\)?\s*(?:,|/|\bor\b|\band\b)\s*\(?[A-J]\b")  # "A or B", "B, C"
 LEADING_LETTER = re.compile(r"^\W*\(?[A-Z][.):]\s*")
-DEFAULT_LETTERS = "ABCDE"
 
 
 def option_letter(response: str, choices: dict[str, str] | None) -> str | None:
