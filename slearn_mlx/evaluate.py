@@ -61,6 +61,9 @@ def rows_for(records: list[Record], out_path: Path, batch_size: int, desc: str,
     todo = [r for r in records if r.id not in done]
     mine = by_length(todo)[distributed.rank()::distributed.size()]
     own_path = out_path if distributed.size() == 1 else rank_file(out_path, distributed.rank())
+    # No rank writes before every rank has read what is done: a rank that read later would count a
+    # faster rank's first rows as done, shift its share, and leave records to nobody.
+    distributed.barrier()
     finished = len(records) - len(todo)
     with tqdm(total=finished + len(mine), initial=finished, desc=desc, unit="q", disable=not distributed.is_main()) as bar:
         for batch in length_sorted_batches(mine, batch_size):

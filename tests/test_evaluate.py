@@ -34,3 +34,31 @@ def test_unsure_answers_are_unknown_and_counted_in_the_table_and_report():
 def test_rows_without_the_field_count_as_sure():
     rows = [{"id": r.id, "correct": False} for r in RECORDS]  # probed, or written before the field existed
     assert accuracy_table(rows, None, set(), {r.id: "train" for r in RECORDS})["whole_set"]["unsure_before"] == 0
+
+
+def test_ranks_that_start_apart_still_share_every_record(tmp_path, monkeypatch):
+    """Two ranks as threads: rank 1 starts late, after rank 0 could have written its first rows."""
+    import threading
+    import time
+
+    from slearn_mlx import distributed
+    from slearn_mlx.evaluate import rows_for
+
+    local, meeting = threading.local(), threading.Barrier(2, timeout=30)
+    monkeypatch.setattr(distributed, "rank", lambda: local.rank)
+    monkeypatch.setattr(distributed, "size", lambda: 2)
+    monkeypatch.setattr(distributed, "barrier", lambda: meeting.wait())
+    records = [Record(id=f"r{i:02}", question=f"Q{i}?", answer="A", kind="short") for i in range(12)]
+    out, results = tmp_path / "diagnosis.jsonl", {}
+
+    def run(rank):
+        local.rank = rank
+        time.sleep(0.5 * rank)
+        results[rank] = rows_for(records, out, 2, "test", lambda batch: [{"id": r.id, "correct": False} for r in batch])
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [row["id"] for row in results[0]] == [r.id for r in records] == [row["id"] for row in results[1]]
