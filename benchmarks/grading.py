@@ -108,7 +108,8 @@ def kappa(labels: list[bool], verdicts: list[bool]) -> float | None:
     return None if chance == 1 else (observed - chance) / (1 - chance)
 
 
-def agreement_row(name: str, grader: str, items: list[Item], verdicts: list[bool], seconds: float) -> dict:
+def agreement_row(name: str, grader: str, items: list[Item], verdicts: list[bool], seconds: float,
+                  unsure: float | None = None) -> dict:
     labels = [i.label for i in items]
     right = [v for v, l in zip(verdicts, labels) if l]
     wrong = [v for v, l in zip(verdicts, labels) if not l]
@@ -117,8 +118,14 @@ def agreement_row(name: str, grader: str, items: list[Item], verdicts: list[bool
         "agreement": sum(v == l for v, l in zip(verdicts, labels)) / len(labels), "kappa": kappa(labels, verdicts),
         "false_correct": sum(wrong) / len(wrong) if wrong else None,
         "false_wrong": (len(right) - sum(right)) / len(right) if right else None,
-        "per_second": len(items) / seconds if seconds else None,
+        "per_second": len(items) / seconds if seconds else None, "unsure": unsure,
     }
+
+
+def unsure_share(items: list[Item]) -> float:
+    """The share of answers auto grades unsure (hedged, refused): SimpleQA's "not attempted"."""
+    grades = auto_grade([i.record for i in items], [i.response for i in items])
+    return sum(g.unsure for g in grades) / len(grades)
 
 
 def timed(grade: Callable[[str, Record], bool], items: list[Item]) -> tuple[list[bool], float]:
@@ -161,11 +168,12 @@ def fmt(value, digits=3) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| set | grader | n | label right | agreement | kappa | false-correct | false-wrong | items/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| set | grader | n | label right | agreement | kappa | false-correct | false-wrong | unsure | items/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['set']} | {r['grader']} | {r['n']} | {fmt(r['label_right'], 2)} | {fmt(r['agreement'])} | "
-              f"{fmt(r['kappa'])} | {fmt(r['false_correct'])} | {fmt(r['false_wrong'])} | {fmt(r['per_second'], 0)} |")
+              f"{fmt(r['kappa'])} | {fmt(r['false_correct'])} | {fmt(r['false_wrong'])} | {fmt(r['unsure'])} | "
+              f"{fmt(r['per_second'], 0)} |")
 
 
 def main():
@@ -183,7 +191,8 @@ def main():
     rows = []
     for name, kind in KIND_OF_SET.items():
         for grader, grade in rule_graders(kind).items():
-            rows.append(agreement_row(name, grader, items[name], *timed(grade, items[name])))
+            unsure = unsure_share(items[name]) if grader.startswith("auto") else None
+            rows.append(agreement_row(name, grader, items[name], *timed(grade, items[name]), unsure))
 
     if args.judge_on:
         model, tokenizer = load_model(resolve_model(None))

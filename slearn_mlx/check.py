@@ -12,7 +12,6 @@ from mlx_lm.utils import load_tokenizer
 
 from .answer import question_text, training_messages
 from .data import TOPIC_FIELDS, DataError, Record, describe_repeats, drop_repeats, input_shape, read_items
-from .train import TrainConfig
 
 
 @dataclass
@@ -22,7 +21,8 @@ class DataCheck:
     repeats: list[tuple[int, int]]
     problems: list[str]
     tokens: dict[str, list[int]] = field(default_factory=dict)  # per part: one length per record
-    too_long: list[tuple[int, int]] = field(default_factory=list)  # (line, tokens) over the training limit
+    too_long: list[tuple[int, int]] = field(default_factory=list)  # (line, tokens) over max_seq_length
+    max_seq_length: int | None = None  # training's limit on an example, as the user would train
 
 
 def token_lengths(records: list[Record], tokenizer) -> dict[str, list[int]]:
@@ -34,8 +34,9 @@ def token_lengths(records: list[Record], tokenizer) -> dict[str, list[int]]:
     }
 
 
-def check_dataset(path: Path, model_path: Path | None = None) -> DataCheck:
-    """Read every item of the file, collecting all problems instead of stopping at the first."""
+def check_dataset(path: Path, model_path: Path | None = None, max_seq_length: int | None = None) -> DataCheck:
+    """Read every item of the file, collecting all problems instead of stopping at the first; with a
+    model, count lengths in its tokens and name the examples longer than max_seq_length."""
     records, problems = [], []
     try:
         for item in read_items(path):
@@ -48,11 +49,12 @@ def check_dataset(path: Path, model_path: Path | None = None) -> DataCheck:
     records, repeats = drop_repeats(records)
     if not records and not problems:
         problems.append(f"{path}: no records (the file is empty)")
-    check = DataCheck(Path(path), records, repeats, problems)
+    check = DataCheck(Path(path), records, repeats, problems, max_seq_length=max_seq_length)
     if model_path is not None and records:
         check.tokens = token_lengths(records, load_tokenizer(Path(model_path)))
-        limit = TrainConfig().max_seq_length
-        check.too_long = [(r.line, n) for r, n in zip(records, check.tokens["training example"]) if n > limit]
+        if max_seq_length is not None:
+            check.too_long = [(r.line, n) for r, n in zip(records, check.tokens["training example"])
+                              if n > max_seq_length]
     return check
 
 
@@ -81,9 +83,9 @@ def render_check(check: DataCheck, model_name: str | None = None, topics_shown: 
         for part, counts in check.tokens.items():
             q = np.percentile(counts, [0, 50, 95, 100])
             lines.append(f"  {part:<17} {q[0]:5.0f} {q[1]:7.0f} {q[2]:5.0f} {q[3]:6.0f}")
-        limit = TrainConfig().max_seq_length
         for line, n in check.too_long:
-            lines.append(f"warning: {check.path}:{line}: {n} tokens, over the training limit of {limit}; training cuts it")
+            lines.append(f"warning: {check.path}:{line}: {n} tokens, over --max-seq-length {check.max_seq_length}; "
+                         "training leaves it out")
     lines.append(f"problems: {len(check.problems)}")
     lines += [f"  {problem}" for problem in check.problems]
     return "\n".join(lines)

@@ -181,7 +181,9 @@ def diagnose(export_unknown, **options):
     records, diagnosis = run.records, loop.diagnosed(run)
     click.echo("\n".join(topic_table(topic_split(records, diagnosis))))
     correct = sum(row["correct"] for row in diagnosis)
-    click.echo(f"{correct} of {len(records)} answered correctly; answers in {run_dir}/diagnosis.jsonl")
+    unsure = sum(bool(row.get("unsure")) for row in diagnosis)
+    click.echo(f"{correct} of {len(records)} answered correctly, {unsure} unsure (hedged or refused); "
+               f"answers in {run_dir}/diagnosis.jsonl")
     if export_unknown and distributed.is_main():
         click.echo(f"{loop.export_unknown(run_dir, export_unknown)} unknown records written to {export_unknown}")
 
@@ -195,13 +197,15 @@ def data():
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--model", help="Model whose tokenizer counts the lengths (its weights are not loaded) "
                               "[default: the default model].")
-def check(path, model):
+@click.option("--max-seq-length", type=click.IntRange(8), default=TrainConfig().max_seq_length, show_default=True,
+              help="Training's limit on an example, in tokens, as you will train: longer ones are named.")
+def check(path, model, max_seq_length):
     """Schema, counts per kind and topic, repeats, lengths in tokens, and every problem with file and line.
 
     Exits with 1 when there are problems.
     """
     model_path = resolve_model(model)
-    result = check_dataset(path, model_path)
+    result = check_dataset(path, model_path, max_seq_length)
     click.echo(render_check(result, model_path.name))
     if result.problems:
         sys.exit(1)

@@ -1,20 +1,26 @@
 """Read question-answer datasets into records, and split them.
 
-Accepted shapes, one object per JSONL line or per item of a JSON array:
+Accepted shapes, one object per JSONL line, per item of a JSON array, or per row of a CSV
+(a header row names the fields) or Parquet file:
   {"question", "answer", "aliases"?, "choices"?, "kind"?}     the project's own shape
   {"instruction", "input"?, "output"}                          Alpaca
   {"messages": [..., {"role": "assistant", "content"}]}        chat
   {"prompt", "completion"}                                      completions
-Every problem is a `DataError("FILE:LINE: problem")`: `load_records` stops at the first one,
-before any model work; `read_items` yields them all, for `data check`.
+Any of these files may be gzip-compressed (`data.jsonl.gz`). Every problem is a
+`DataError("FILE:LINE: problem")` (a CSV's line, a Parquet file's row): `load_records` stops
+at the first one, before any model work; `read_items` yields them all, for `data check`.
 The input file is only ever opened for reading.
 """
 
+import csv
+import gzip
 import hashlib
+import io
 import json
 import logging
 import random
 import re
+import zlib
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -30,6 +36,12 @@ TOPIC_FIELDS = ("topic", "domain", "category", "subject", "source")
 
 class DataError(ValueError):
     pass
+
+
+# Options written inside the question, one a line: "A: text", "A. text", "(A) text".
+MCQ_OPTION = re.compile(r"^\s*\(?([A-J])[.:)]\s+(.+?)\s*$", re.MULTILINE)
+# The letters a multiple-choice answer may have when the record names no options.
+DEFAULT_LETTERS = "ABCDE"
 
 
 @dataclass
@@ -52,6 +64,24 @@ class Record:
     @property
     def topic(self) -> str | None:
         return next((v.strip() for k in TOPIC_FIELDS if isinstance(v := self.raw.get(k), str) and v.strip()), None)
+
+
+def choices_of(record: Record) -> dict[str, str] | None:
+    """The options: separate, or written inside the question as "A: text" / "A. text" / "(A) text" lines."""
+    if record.choices:
+        return record.choices
+    return dict(MCQ_OPTION.findall(record.question)) or None
+
+
+def check_answer_letter(record: Record, where: str) -> None:
+    """A multiple-choice answer is graded by its letter, so one that no option has can never be right."""
+    options = choices_of(record)
+    letters = sorted({letter.upper() for letter in options}) if options else list(DEFAULT_LETTERS)
+    if record.answer.strip().upper() not in letters:
+        named = ("its choices" if record.choices else "the options in its question" if options
+                 else "A-E (it has no choices)")
+        raise DataError(f"{where}: multiple-choice answer {record.answer!r} is not a letter of {named} "
+                        f"({', '.join(letters)}); it could never be graded right")
 
 
 def default_dataset() -> Path:
@@ -139,7 +169,7 @@ def parse_record(obj, where: str) -> Record:
     kind = obj.get("kind") or guess_kind(answer, choices)
     if kind not in KINDS:
         raise DataError(f"{where}: 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
-    return Record(
+    record = Record(
         id=record_id(question, answer, context, choices),
         question=question,
         answer=answer,
@@ -149,6 +179,9 @@ def parse_record(obj, where: str) -> Record:
         context=context,
         raw=obj,
     )
+    if kind == "mcq":
+        check_answer_letter(record, where)
+    return record
 
 
 def _json_array_items(text: str, path: Path):
@@ -173,30 +206,102 @@ def _json_array_items(text: str, path: Path):
         yield line, obj
 
 
-def _raw_items(path: Path):
-    """Yield (line, object) for each item; in JSONL a line that cannot be decoded yields
-    (line, DataError) and reading goes on, since the next line stands on its own."""
-    if path.suffix == ".json":
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        yield from _json_array_items(text, path)
-        return
+GZIP_MAGIC = b"\x1f\x8b"
+# Fields a CSV cell may hold as JSON, since a cell is text: ["alias", ...], {"A": "option", ...}, [turn, ...].
+JSON_CELLS = ("aliases", "choices", "messages")
+
+
+def file_format(path: Path) -> str:
+    """json, csv, parquet or jsonl (anything else), from the name without a .gz ending."""
+    suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
+    return {".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
+
+
+def is_gzip(path: Path) -> bool:
     with open(path, "rb") as fp:
-        for line, raw in enumerate(fp, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield line, DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})")
+        return fp.read(2) == GZIP_MAGIC
+
+
+def _jsonl_items(fp, path: Path):
+    for line, raw in enumerate(fp, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield line, DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})")
+            continue
+        text = text.lstrip("\ufeff").strip()
+        if not text:
+            continue
+        try:
+            yield line, json.loads(text)
+        except json.JSONDecodeError as e:
+            yield line, DataError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})")
+
+
+def csv_cell(field: str, text: str):
+    if field in JSON_CELLS and text.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass  # left as text: the record's check names the field
+    return text
+
+
+def _csv_items(fp, path: Path):
+    """(line, object) per row, keyed by the header row; an empty cell is an absent field."""
+    reader = csv.reader(io.TextIOWrapper(fp, encoding="utf-8-sig", newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [name.strip() for name in header]
+        while True:
+            line = reader.line_num + 1  # where the row starts; a quoted cell may span lines
+            row = next(reader, None)
+            if row is None:
+                return
+            if not any(cell.strip() for cell in row):
                 continue
-            text = text.lstrip("\ufeff").strip()
-            if not text:
+            if len(row) != len(header):
+                yield line, DataError(f"{path}:{line}: {len(row)} cells, but the header has {len(header)}")
                 continue
-            try:
-                yield line, json.loads(text)
-            except json.JSONDecodeError as e:
-                yield line, DataError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})")
+            yield line, {name: csv_cell(name, cell) for name, cell in zip(header, row) if cell.strip()}
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({e})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text ({e.reason})") from None
+
+
+def _parquet_items(fp, path: Path):
+    """(row, object) per row, counted from 1; a null is an absent field."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'slearn-mlx[parquet]'") from None
+    try:
+        rows = (row for batch in pq.ParquetFile(fp).iter_batches() for row in batch.to_pylist())
+        for number, row in enumerate(rows, start=1):
+            yield number, {key: value for key, value in row.items() if value is not None}
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+def _raw_items(path: Path):
+    """Yield (line, object) for each item; in JSONL and CSV a line that cannot be read yields
+    (line, DataError) and reading goes on, since the next line stands on its own."""
+    fmt = file_format(path)
+    with (gzip.open if is_gzip(path) else open)(path, "rb") as fp:
+        try:
+            if fmt == "json":
+                try:
+                    text = fp.read().decode("utf-8-sig")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                yield from _json_array_items(text, path)
+            else:
+                yield from {"csv": _csv_items, "parquet": _parquet_items, "jsonl": _jsonl_items}[fmt](fp, path)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: a broken gzip file ({str(e) or 'cut short'})") from None
 
 
 def read_items(path: Path):

@@ -21,10 +21,11 @@ Grader = Callable[[list[Record], list[str]], list[Grade]]
 
 
 def score(answer: Answerer, records: list[Record], grade: Grader) -> list[dict]:
-    """Rows {id, response, correct, grader, score} for one batch of records."""
+    """Rows {id, response, correct, grader, score, unsure} for one batch of records."""
     responses = answer(records, 0.0)
     return [
-        {"id": r.id, "response": resp, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4)}
+        {"id": r.id, "response": resp, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4),
+         "unsure": g.unsure}
         for r, resp, g in zip(records, responses, grade(records, responses))
     ]
 
@@ -60,6 +61,9 @@ def rows_for(records: list[Record], out_path: Path, batch_size: int, desc: str,
     todo = [r for r in records if r.id not in done]
     mine = by_length(todo)[distributed.rank()::distributed.size()]
     own_path = out_path if distributed.size() == 1 else rank_file(out_path, distributed.rank())
+    # No rank writes before every rank has read what is done: a rank that read later would count a
+    # faster rank's first rows as done, shift its share, and leave records to nobody.
+    distributed.barrier()
     finished = len(records) - len(todo)
     with tqdm(total=finished + len(mine), initial=finished, desc=desc, unit="q", disable=not distributed.is_main()) as bar:
         for batch in length_sorted_batches(mine, batch_size):
@@ -95,8 +99,14 @@ def accuracy(rows: dict[str, dict], ids: list[str]) -> float | None:
     return sum(rows[i]["correct"] for i in ids) / len(ids) if ids else None
 
 
+def unsure_count(rows: dict[str, dict], ids: list[str]) -> int:
+    """Answers graded unsure (hedged, refused): wrong, and counted apart. Probed and older rows have none."""
+    return sum(bool(rows[i].get("unsure")) for i in ids)
+
+
 def accuracy_table(before: list[dict], after: list[dict] | None, trained_ids: set[str], splits: dict[str, str]) -> dict:
-    """Accuracy before and after, for the known, unknown, trained, validation, held-out records and the whole set.
+    """Accuracy before and after, for the known, unknown, trained, validation, held-out records and the whole
+    set, and how many answers of each were unsure.
 
     Known and unknown are the training split's records the model answered right or wrong in
     the diagnosis; validation and held-out records are never trained on.
@@ -118,6 +128,8 @@ def accuracy_table(before: list[dict], after: list[dict] | None, trained_ids: se
             "records": len(group),
             "before": accuracy(before_by_id, group),
             "after": accuracy(after_by_id, group) if after_by_id else None,
+            "unsure_before": unsure_count(before_by_id, group),
+            "unsure_after": unsure_count(after_by_id, group) if after_by_id else None,
         }
         for name, group in groups.items()
     }

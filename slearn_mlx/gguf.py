@@ -5,7 +5,9 @@ triples (weight, scales, biases). What is left is naming, layout and the tokeniz
 - tensor names map from llama.cpp's (`blk.N.attn_q`) to mlx-lm's (`model.layers.N.self_attn.q_proj`);
 - llama.cpp permutes the rows of Q and K for its interleaved RoPE; we undo that so the
   folder is a plain Hugging Face-layout llama (standard RoPE, fusable and exportable);
-- the tokenizer (GPT-2 style byte-level BPE) is rebuilt as a `tokenizer.json`.
+- the tokenizer (GPT-2 style byte-level BPE) is rebuilt as a `tokenizer.json`, only when its
+  pre-tokenizer (`tokenizer.ggml.pre`, how llama.cpp splits text before BPE) is one rebuilt
+  exactly here; any other would import with wrong tokens and no warning, so it is refused.
 The weights stay quantized as they were in the file; `models.load_model` decides whether
 to dequantize them for the device.
 """
@@ -28,6 +30,12 @@ TENSOR_NAMES = {
 }
 TOP_LEVEL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 CONTROL_TOKEN_TYPE = 3
+# llama.cpp's pre-tokenizers rebuilt exactly, by whether digits are split one by one before GPT-2's
+# regex (llama.cpp's STARCODER group; SmolLM2's own tokenizer.json does the same). Llama-3, Qwen,
+# DeepSeek and the rest use other regexes.
+EXACT_PRE_TOKENIZERS = {"gpt2": False, "smollm": True, "starcoder": True, "refact": True}
+ALTERNATIVE = ("convert the original model instead, `python -m mlx_lm convert --hf-path REPO_OR_FOLDER "
+               "--mlx-path DIR`, and pass --model DIR")
 
 
 class GGUFImportError(ValueError):
@@ -110,16 +118,21 @@ def tokenizer_files(meta: dict) -> tuple[dict, dict]:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     if _scalar(meta, "tokenizer.ggml.model") != "gpt2":
-        raise GGUFImportError("only GPT-2 style byte-level BPE tokenizers are supported")
+        raise GGUFImportError(f"only GPT-2 style byte-level BPE tokenizers are supported; {ALTERNATIVE}")
+    # Without the key (files before llama.cpp recorded it) the split is unknown, not GPT-2's.
+    pre = _scalar(meta, "tokenizer.ggml.pre", "(none)")
+    if pre not in EXACT_PRE_TOKENIZERS:
+        raise GGUFImportError(f"the tokenizer's pre-tokenizer (tokenizer.ggml.pre) is '{pre}', which this importer "
+                              f"cannot rebuild exactly (only {', '.join(EXACT_PRE_TOKENIZERS)}); {ALTERNATIVE}")
     tokens = list(meta["tokenizer.ggml.tokens"])
     merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
     types = meta["tokenizer.ggml.token_type"].tolist()
     bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False)
     tokenizer = Tokenizer(bpe)
-    pre = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    if _scalar(meta, "tokenizer.ggml.pre", "gpt2") in ("smollm", "starcoder", "refact"):
-        pre.insert(0, pre_tokenizers.Digits(individual_digits=True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(pre)
+    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    if EXACT_PRE_TOKENIZERS[pre]:
+        steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
                                   for t, kind in zip(tokens, types) if kind == CONTROL_TOKEN_TYPE])

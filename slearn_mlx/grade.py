@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from .answer import question_text
-from .data import Record
+from .answer import FIRST_SENTENCE_END, question_text
+from .data import DEFAULT_LETTERS, MCQ_OPTION, Record, choices_of
 
-ARTICLES = re.compile(r"\b(a|an|the)\b")
-NON_WORD = re.compile(r"[^\w\s]|_")
+ARTICLES = {"a", "an", "the"}
+WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass
@@ -31,14 +31,26 @@ class Grade:
     correct: bool
     grader: str
     score: float  # 1.0/0.0 for exact rules; the overlap for long answers; the judge's probability of "correct"
+    # Hedged, refused or "I don't know": not attempted (SimpleQA's third outcome), so never correct;
+    # for a method that trains on what the model does not know, an unsure answer is not knowledge.
+    unsure: bool = False
+
+
+def fold(text: str) -> str:
+    """Lowercase, accents stripped."""
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in text if not unicodedata.combining(c)).lower()
+
+
+def word_spans(text: str) -> tuple[str, list[re.Match]]:
+    """The folded text and its words in it, articles left out; punctuation is what lies between."""
+    folded = fold(text)
+    return folded, [m for m in WORD.finditer(folded) if m.group() not in ARTICLES]
 
 
 def normalize(text: str) -> str:
     """Lowercase, strip accents and punctuation, drop articles, collapse whitespace."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    text = NON_WORD.sub(" ", text)
-    return " ".join(ARTICLES.sub(" ", text).split())
+    return " ".join(m.group() for m in word_spans(text)[1])
 
 
 def references(record: Record) -> list[str]:
@@ -54,41 +66,203 @@ def exact_match(response: str, record: Record) -> bool:
     return normalize(response) in references(record)
 
 
+# Said to be unsure, in any kind of answer: not knowing, not being able to say, refusing.
+IGNORANCE = re.compile(
+    r"\bI(?:'m| am| really| honestly|\s)*(?:do\s*n[o']?t|cannot|can't|can ?not|have no)\s+"
+    r"(?:know|say|tell|answer|recall|remember|idea|clue|help|assist|provide|determine|have (?:the|enough|any|access))\b"
+    r"|\bI(?:'m| am)\s+(?:not (?:sure|certain|aware)|unsure|uncertain|unable)\b"
+    r"|\b(?:not sure|no idea|hard to say|impossible to say|I'm sorry,? but|I am sorry,? but|as an AI)\b",
+    re.IGNORECASE)
+# A guess that says it is one. Only in short and multiple-choice answers: a long definition may well
+# say that something "may" or "possibly" happens.
+GUESS = re.compile(r"\b(?:perhaps|maybe|possibly|probably|I guess|my guess|I'd guess|might be|could be)\b", re.IGNORECASE)
+QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
+
+
+def is_unsure(response: str, record: Record) -> bool:
+    """The response says it does not know, will not answer, or only guesses ("Perhaps X? I can't say").
+
+    Quoted words, words of the question ("lyrics that say 'I don't know how'") and an option's own
+    text are someone else's, not the model's doubt.
+    """
+    text = QUOTED.sub(" ", response.replace("’", "'"))
+    for option in (choices_of(record) or {}).values():
+        text = text.replace(option, " ")
+    patterns = [IGNORANCE] if record.kind == "long" else [IGNORANCE, GUESS]
+    asked = record.question.lower()
+    return any(m.group().lower() not in asked for pattern in patterns for m in pattern.finditer(text))
+
+
 # A hedge lists candidates: "Paris, London, Berlin" or "Paris or London". Items of at most
 # this many words count as candidates; longer ones are prose ("..., which is in France").
 CANDIDATE_WORDS = 4
 LIST_SEPARATOR = re.compile(r"[,;/|\n]|\s(?:or|and/or)\s", re.IGNORECASE)
 OR = re.compile(r"\bor\b", re.IGNORECASE)
+CONJUNCTIONS = {"and", "or"}
+
+
+def list_items(response: str) -> set[str]:
+    """The normalised pieces between separators, without the "and" or "or" that joins them: ", and"
+    at the end of an answer cut at its token budget is no item."""
+    items = set()
+    for part in LIST_SEPARATOR.split(response):
+        words = normalize(part).split()
+        while words and words[0] in CONJUNCTIONS:
+            words.pop(0)
+        while words and words[-1] in CONJUNCTIONS:
+            words.pop()
+        items.add(" ".join(words))
+    return items - {""}
 
 
 def lists_candidates(response: str, record: Record) -> bool:
     """The response names several short candidate answers instead of committing to one.
 
-    Three or more items, or two joined by "or". Items that only repeat words of the question
-    ("CPU" for "What does CPU stand for?") are restatements, not candidates.
+    Three or more items, or two joined by "or", and most of its items: prose runs long clauses
+    between its commas ("located in Central Africa, specifically in East Africa, which is
+    bordered by ..."). Items that only repeat words of the question ("CPU" for "What does CPU
+    stand for?") are restatements, not candidates.
     """
     asked = set(normalize(record.question).split())
-    items = {normalize(part) for part in LIST_SEPARATOR.split(response)}
-    candidates = [i for i in items if i and len(i.split()) <= CANDIDATE_WORDS and not set(i.split()) <= asked]
-    return len(candidates) >= (2 if OR.search(response) else 3)
+    items = list_items(response)
+    candidates = [i for i in items if len(i.split()) <= CANDIDATE_WORDS and not set(i.split()) <= asked]
+    return len(candidates) >= (2 if OR.search(response) else 3) and 2 * len(candidates) > len(items)
+
+
+def mentions(words: list[str], phrase: list[str]) -> list[int]:
+    """Where the words of `phrase` occur in order in `words`."""
+    return [i for i in range(len(words) - len(phrase) + 1) if words[i : i + len(phrase)] == phrase]
+
+
+# A negation right before a mention denies it: "not X", "isn't X", "certainly not X", "never in X".
+NEGATIONS = {"not", "never", "nor", "neither", "cannot"}
+# ...but these after "not" make it something else: "not only X", "not until 1969".
+NOT_NEGATING = {"only", "just", "merely", "simply", "solely", "until", "till", "also"}
+CLAUSE_BREAK = re.compile(r"[,;:.!?()\[\]\n–—]")
+
+
+def negated(folded: str, spans: list[re.Match], at: int) -> bool:
+    """A negation within two words before the word at `at`, in the same clause."""
+    for j in range(max(0, at - 3), at):
+        word = spans[j].group()
+        start = spans[j].start()
+        negation = word in NEGATIONS or (word == "t" and start > 0 and folded[start - 1] in "'’")  # n't
+        if (negation and not CLAUSE_BREAK.search(folded, spans[j].end(), spans[at].start())
+                and (j + 1 == at or spans[j + 1].group() not in NOT_NEGATING)):
+            return True
+    return False
+
+
+# Words that open an answer without being one: "Yes. It is X", "Sure - X".
+OPENERS = {"yes", "no", "sure", "well", "ok", "okay", "oh", "ah", "hmm", "right", "correct", "indeed", "certainly",
+           "absolutely", "definitely", "of course", "answer", "my answer", "good question", "great question"}
+HEAD_END = re.compile(rf";|\s[-–—]\s|{FIRST_SENTENCE_END.pattern}")
+
+
+def rival_head(response: str, record: Record) -> bool:
+    """The response opens with a short answer of its own that no reference is in, and goes on:
+    "Istanbul; Ankara is just its biggest city." commits to Istanbul whatever it says next.
+    An opening that denies ("It wasn't Marlowe; it was ...") commits to nothing."""
+    end = HEAD_END.search(response)
+    if not end or not response[end.end():].strip():
+        return False
+    head = normalize(response[: end.start()])
+    words = head.split()
+    asked = set(normalize(record.question).split())
+    return (0 < len(words) <= CANDIDATE_WORDS and head not in OPENERS and not set(words) <= asked
+            and not set(words) & (NEGATIONS | {"t"}) and not any(says(head, ref) for ref in references(record)))
+
+
+def states_reference(response: str, record: Record) -> bool:
+    """A reference is said as the response's own answer, and never denied.
+
+    A reference the question contains ("What is the capital of Luxembourg?" / "Luxembourg") counts
+    only where the response says it beyond the question's own phrase: a mention inside a word
+    pair of the question ("of Luxembourg", "Guinea-Bissau") echoes it, and so may as many other
+    mentions as the question has; "Luxembourg's capital is Luxembourg City" says it once more.
+    """
+    folded, spans = word_spans(response)
+    said = [m.group() for m in spans]
+    asked = normalize(record.question).split()
+    asked_pairs = set(zip(asked, asked[1:]))
+    stated = False
+    for ref in references(record):
+        phrase = ref.split()
+        found, asked_at = mentions(said, phrase), mentions(asked, phrase)
+        if any(negated(folded, spans, i) for i in found):
+            return False
+        echoes = [i for i in found if asked_at and {(said[i - 1], phrase[0]) if i else None,
+                                                    (phrase[-1], said[i + len(phrase)]) if i + len(phrase) < len(said) else None}
+                  & asked_pairs]
+        stated = stated or len(found) - len(echoes) > max(0, len(asked_at) - len(echoes))
+    return stated
 
 
 def alias_contains(response: str, record: Record) -> bool:
-    """A reference appears as whole words in the response, and the response is not a list of guesses.
-
-    A reference that the question itself contains proves nothing when the response echoes
-    the question, so such a reference only counts as an exact match.
-    """
+    """A reference appears as whole words in the response as its answer (see states_reference),
+    and the response is not a list of guesses nor opens with another answer."""
     if exact_match(response, record):
         return True
-    said, asked = normalize(response), normalize(record.question)
-    mentioned = any(says(said, ref) and not says(asked, ref) for ref in references(record))
-    return mentioned and not lists_candidates(response, record)
+    return (states_reference(response, record) and not lists_candidates(response, record)
+            and not rival_head(response, record))
 
 
-# A number ("1,200", "-3.5", ".5") and the unit right after it ("MHz", "%", "km/h").
-NUMBER = re.compile(r"(?<![\w.])([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+)\s*([^\W\d_]+(?:/[^\W\d_]+)?|%|°[CF]?)?")
-SI_PREFIXES = {"p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+# A number ("1,200", "-3.5", ".5") and the unit right after it ("MHz", "%", "km/h", "degrees Celsius").
+NUMBER = re.compile(r"(?<![\w.])([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+)\s*"
+                    r"((?i:degrees?\s+(?:celsius|centigrade|fahrenheit))|[^\W\d_]+(?:-[^\W\d_]+)?(?:/[^\W\d_]+)?"
+                    r"|%|°\s?[CF]?)?")
+SI_PREFIXES = {"p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "m": 1e-3, "c": 1e-2, "k": 1e3, "M": 1e6, "G": 1e9,
+               "T": 1e12}
+PREFIX_NAMES = {"pico": "p", "nano": "n", "micro": "u", "milli": "m", "centi": "c", "kilo": "k", "mega": "M",
+                "giga": "G", "tera": "T"}
+# Units that take SI prefixes: symbol, and names (matched in any case, singular or plural, hyphens dropped).
+SI_UNITS = {"Hz": ["hertz"], "s": ["second"], "m": ["metre", "meter"], "g": ["gram"], "V": ["volt"],
+            "A": ["ampere", "amp"], "Ah": ["amphour"], "W": ["watt"], "Wh": ["watthour"], "Ω": ["ohm"],
+            "F": ["farad"], "H": ["henry", "henrie"], "T": ["tesla"], "J": ["joule"], "N": ["newton"],
+            "Pa": ["pascal"], "L": ["litre", "liter"], "B": ["byte"], "bit": ["bit"], "eV": ["electronvolt"]}
+# Other units: written form -> (the base unit it converts to, its size there). Symbols are matched
+# as written; the lowercase forms also in any case and with a plural s.
+OTHER_UNITS = {
+    "min": ("s", 60), "minute": ("s", 60), "sec": ("s", 1), "h": ("s", 3600), "hr": ("s", 3600),
+    "hour": ("s", 3600), "day": ("s", 86400), "week": ("s", 604800), "year": ("s", 31557600),
+    "yr": ("s", 31557600), "inch": ("m", 0.0254), "ft": ("m", 0.3048), "foot": ("m", 0.3048),
+    "feet": ("m", 0.3048), "yd": ("m", 0.9144), "yard": ("m", 0.9144), "mi": ("m", 1609.344),
+    "mile": ("m", 1609.344), "lb": ("g", 453.59237), "pound": ("g", 453.59237), "oz": ("g", 28.349523125),
+    "ounce": ("g", 28.349523125), "tonne": ("g", 1e6), "l": ("L", 1), "ml": ("L", 1e-3),
+    "gal": ("L", 3.785411784), "gallon": ("L", 3.785411784), "km/h": ("m/s", 1 / 3.6), "kph": ("m/s", 1 / 3.6),
+    "kmh": ("m/s", 1 / 3.6), "mph": ("m/s", 0.44704), "m/s": ("m/s", 1), "knot": ("m/s", 1852 / 3600),
+    "kn": ("m/s", 1852 / 3600), "cal": ("J", 4.184), "calorie": ("J", 4.184), "kcal": ("J", 4184),
+    "kilocalorie": ("J", 4184), "bar": ("Pa", 1e5), "mbar": ("Pa", 100), "atm": ("Pa", 101325),
+    "psi": ("Pa", 6894.757), "mmhg": ("Pa", 133.322), "kilohm": ("Ω", 1e3), "megohm": ("Ω", 1e6),
+    "kohm": ("Ω", 1e3), "mohm": ("Ω", 1e6), "%": ("%", 1), "percent": ("%", 1), "°": ("°", 1),
+    "degree": ("°", 1), "rad": ("rad", 1), "radian": ("rad", 1), "°C": ("°C", 1), "° C": ("°C", 1),
+    "degree celsius": ("°C", 1), "degrees celsius": ("°C", 1), "degree centigrade": ("°C", 1),
+    "degrees centigrade": ("°C", 1), "°F": ("°F", 1), "° F": ("°F", 1), "degree fahrenheit": ("°F", 1),
+    "degrees fahrenheit": ("°F", 1), "K": ("K", 1), "kelvin": ("K", 1), "dB": ("dB", 1), "decibel": ("dB", 1),
+    "dBm": ("dBm", 1), "dBi": ("dBi", 1), "dBd": ("dBd", 1), "dBW": ("dBW", 1), "rpm": ("rpm", 1),
+}
+UNIT_SYMBOLS = {**{f"{prefix}{symbol}": (symbol, size) for symbol in SI_UNITS
+                   for prefix, size in [("", 1.0), *SI_PREFIXES.items()]},
+                "Ω": ("Ω", 1.0), "KB": ("B", 1e3), "kb": ("bit", 1e3), "Mb": ("bit", 1e6), "Gb": ("bit", 1e9),
+                **OTHER_UNITS}
+UNIT_WORDS = {**{f"{prefix}{name}": (symbol, SI_PREFIXES[short] if short else 1.0) for symbol, names in SI_UNITS.items()
+                 for name in names for prefix, short in [("", ""), *PREFIX_NAMES.items()]},
+              **{written: unit for written, unit in OTHER_UNITS.items() if written.islower()}}
+
+
+def unit_of(unit: str) -> tuple[str, float]:
+    """(base unit, size in it) of a unit as written: "MHz" (Hz, 1e6), "minutes" (s, 60), "lb" (g, 453.6).
+
+    Only units in the tables are converted, so "min" is minutes, not milli-inches, and "T" tesla;
+    any other word after a number stands for itself, compared case-folded and without a plural s.
+    """
+    if unit in UNIT_SYMBOLS:
+        return UNIT_SYMBOLS[unit]
+    word = unit.lower().replace("-", "")
+    for singular in (word, word.removesuffix("s"), word.removesuffix("es")):
+        if singular in UNIT_WORDS:
+            return UNIT_WORDS[singular]
+    return word.removesuffix("s"), 1.0
 
 
 def quantities(text: str) -> list[tuple[float, str]]:
@@ -96,11 +270,10 @@ def quantities(text: str) -> list[tuple[float, str]]:
     return [(float(number.replace(",", "")), unit or "") for number, unit in NUMBER.findall(text)]
 
 
-def in_base_unit(value: float, unit: str) -> tuple[float, str]:
-    """18.068 MHz -> (18.068e6, "Hz"); a unit is compared case-folded and without a plural s."""
-    if len(unit) > 1 and unit[0] in SI_PREFIXES and unit[1:2].isalpha():
-        value, unit = value * SI_PREFIXES[unit[0]], unit[1:]
-    return value, unit.lower().removesuffix("s")
+def in_base_unit(value: float, unit: str, bare_unit: str) -> tuple[float, str]:
+    """18.068 MHz -> (18.068e6, "Hz"); a number without unit is read in `bare_unit`."""
+    base, size = unit_of(unit or bare_unit)
+    return value * size, base
 
 
 def is_measurement(answer: str) -> bool:
@@ -111,15 +284,17 @@ def is_measurement(answer: str) -> bool:
 
 
 def numeric_match(response: str, record: Record, rel_tol: float = 0.01) -> bool:
-    """Every number the response gives in the reference's unit (or with none) is within rel_tol of it.
+    """Every number the response gives in the reference's quantity (converted between units) or
+    with no unit (read in the reference's unit: "18.1" for "18.1 MHz") is within rel_tol of it.
 
     Numbers the question already states prove nothing and are skipped; a response offering
     several different values is a list of guesses and is not credited.
     """
-    (want, want_unit), = [in_base_unit(*q) for q in quantities(record.answer)] or [(math.nan, "")]
-    asked = {in_base_unit(*q)[0] for q in quantities(record.question)}
-    given = [in_base_unit(*q) for q in quantities(response)]
-    candidates = [v for v, unit in given if unit in (want_unit, "") and v not in asked]
+    (value, unit), = quantities(record.answer)[:1] or [(math.nan, "")]
+    want, want_base = in_base_unit(value, unit, unit)
+    asked = {in_base_unit(v, u, unit)[0] for v, u in quantities(record.question)}
+    given = [in_base_unit(v, u, unit) for v, u in quantities(response)]
+    candidates = [v for v, base in given if base == want_base and v not in asked]
     return bool(candidates) and all(math.isclose(v, want, rel_tol=rel_tol) for v in candidates)
 
 
@@ -161,38 +336,37 @@ def long_overlap(response: str, record: Record) -> float:
 LONG_THRESHOLD = 0.1
 
 
-MCQ_OPTION = re.compile(r"^\s*\(?([A-J])[.:)]\s+(.+?)\s*$", re.MULTILINE)
-
-
-def choices_of(record: Record) -> dict[str, str] | None:
-    """The options: separate, or written inside the question as "A: text" / "A. text" / "(A) text" lines."""
-    if record.choices:
-        return record.choices
-    return dict(MCQ_OPTION.findall(record.question)) or None
-
-
+# Words that name the option picked right before its letter: "Answer: B", "option D", "my pick is d".
+PICK = r"\b(?i:answer|option|choice|pick|choose|chose|select|go with)(?:\s+(?:is|would be|will be))?\s*[:\-]?\s*"
 LETTER_PATTERNS = [
     re.compile(r"^\W*\(([A-Za-z])\)"),  # "(b)"
     re.compile(r"^\W*([A-Z])(?:[.):]|$)"),  # "B", "B) text", "B. text"; not "I think" or "A solution"
-    re.compile(r"\b(?i:answer)(?: is)?\s*[:\-]?\s*\(?([A-Z])\)?(?:\W|$)"),  # "Answer: B", not "answer is a ..."
-    re.compile(r"\b(?i:option)\s*\(?([A-Z])\)?(?:\W|$)"),  # "option D"
+    re.compile(PICK + r"\(?([A-Z])\)?(?:\W|$)"),  # "Answer: B", "option D"; not "answer is a ..."
+    re.compile(PICK + r"\(?([a-z])\)?\s*(?:[.,;!?]|$)"),  # "my pick is d", "answer: b." (a lowercase letter ends it)
+    re.compile(r"(?<![\w'])\(?([A-Za-z])\)?\s+is\s+(?:the\s+)?(?:correct|right)\b"),  # "D is correct"
     MCQ_OPTION,  # any line "C) text": a response reciting the options names them all
 ]
+# An option ruled out: "A is out", "A and B are wrong", "not C". Its letter is no pick.
+RULED_OUT = re.compile(
+    r"\b(?:options?\s+)?\(?[A-J]\)?(?:\s*(?:,|/|\bor\b|\band\b)\s*\(?[A-J]\)?)*\s+(?:is|are)\s+"
+    r"(?:out|wrong|incorrect|false|eliminated|ruled out|not\s+(?:correct|right|true|it|the\s+answer))\b"
+    r"|\b(?i:not|rule out|rules out|eliminate|exclude)\s+(?:option\s+)?\(?[A-J]\)?(?![\w'])")
 LETTER_HEDGE = re.compile(r"\b[A-J]\)?\s*(?:,|/|\bor\b|\band\b)\s*\(?[A-J]\b")  # "A or B", "B, C"
 LEADING_LETTER = re.compile(r"^\W*\(?[A-Z][.):]\s*")
-DEFAULT_LETTERS = "ABCDE"
 
 
 def option_letter(response: str, choices: dict[str, str] | None) -> str | None:
     """The option a response picks: a letter in a usual form, or an option's text alone.
 
-    A response that names two options picks nothing: "A or B", "A) ... The correct answer is D",
-    a recital of the options, or a letter with another option's text ("C) <text of D>").
+    Options it rules out are set aside first ("A is out; D is correct" picks D). A response that
+    still names two options picks nothing: "A or B", "A) ... The correct answer is D", a recital
+    of the options, or a letter with another option's text ("C) <text of D>").
     """
-    if LETTER_HEDGE.search(response):
+    kept = RULED_OUT.sub(" ", response.strip())
+    if LETTER_HEDGE.search(kept):
         return None
     letters = {letter.upper() for letter in choices} if choices else set(DEFAULT_LETTERS)
-    named = {m.group(1).upper() for pattern in LETTER_PATTERNS for m in pattern.finditer(response.strip())}
+    named = {m.group(1).upper() for pattern in LETTER_PATTERNS for m in pattern.finditer(kept.strip())}
     if choices:
         said = normalize(LEADING_LETTER.sub("", response.strip()))
         named |= {letter.upper() for letter, text in choices.items() if normalize(text) and normalize(text) == said}
@@ -220,6 +394,8 @@ def grade_by_rule(record: Record, response: str, judged_kinds: frozenset[str] = 
     if record.kind in judged_kinds:
         return None
     name, scorer, threshold = rule_for(record)
+    if is_unsure(response, record):
+        return Grade(False, name, 0.0, unsure=True)
     score = float(scorer(response, record))
     return Grade(score >= threshold, name, score)
 
@@ -306,7 +482,7 @@ Judge = Callable[[list[tuple[Record, str]]], list[Grade]]
 
 def judge_may_credit(response: str, record: Record) -> bool:
     overlap = max(token_f1(own_words(response, record), ref) for ref in [record.answer, *record.aliases])
-    return overlap >= JUDGE_FLOOR and not lists_candidates(response, record)
+    return overlap >= JUDGE_FLOOR and not lists_candidates(response, record) and not is_unsure(response, record)
 
 
 def auto_grade(records: list[Record], responses: list[str], judge: Judge | None = None,
@@ -316,7 +492,7 @@ def auto_grade(records: list[Record], responses: list[str], judge: Judge | None 
     grades = [grade_by_rule(r, resp, judged_kinds) for r, resp in zip(records, responses)]
     for i, g in enumerate(grades):
         if g is None and not judge_may_credit(responses[i], records[i]):
-            grades[i] = Grade(False, "judge_gate", 0.0)
+            grades[i] = Grade(False, "judge_gate", 0.0, unsure=is_unsure(responses[i], records[i]))
     needs_judge = [i for i, g in enumerate(grades) if g is None]
     if needs_judge:
         if judge is None:

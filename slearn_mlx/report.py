@@ -18,6 +18,10 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def topic_table(split: dict) -> list[str]:
     """Markdown rows of known/unknown per topic (from evaluate.topic_split), for report.md and `diagnose`."""
     lines = ["| topic | records | known before | unknown before | right after |", "|---|---|---|---|---|"]
@@ -82,11 +86,14 @@ def render_report(metrics: dict, config, records: list[Record], before: list[dic
         "",
         "## Accuracy before and after training",
         "",
-        "| records | count | before | after |",
-        "|---|---|---|---|",
+        "Unsure answers (hedged, refused, \"I don't know\") count as wrong; how many there were is counted apart.",
+        "",
+        "| records | count | before | after | unsure before | unsure after |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in metrics["accuracy"].items():
-        lines.append(f"| {GROUP_TITLES[name]} | {row['records']} | {percent(row['before'])} | {percent(row['after'])} |")
+        lines.append(f"| {GROUP_TITLES[name]} | {row['records']} | {percent(row['before'])} | {percent(row['after'])} "
+                     f"| {count(row.get('unsure_before'))} | {count(row.get('unsure_after'))} |")
     lines += ["", "## Time and memory per stage", "", "| stage | seconds | peak MLX memory |", "|---|---|---|"]
     for stage, seconds in metrics["stage_seconds"].items():
         peak = metrics["stages"][stage].get("peak_memory_mb")  # absent in runs made before it was recorded

@@ -1,37 +1,51 @@
 """Answer and judge through an OpenAI-compatible server (mlx_lm.server, vLLM, llama.cpp, Ollama).
 
 The requests carry the same chat messages and token budgets as the in-process path, at
-temperature 0, so a server running the same model gives the same answers. Requests run
-concurrently up to a bound; timeouts, dropped connections and 5xx are retried with
-exponential backoff, a 4xx is a mistake in the request and fails at once. The standard
-library is enough for this, so there is no client dependency.
+temperature 0, and the answers get the same post-processing (a short answer is cut after its
+first sentence), so a server running the same model gives the same rows. Requests run
+concurrently up to a bound over one kept-alive httpx client per server. A busy or restarting
+server is waited for: timeouts, dropped connections, 408, 429 and 5xx are retried (tenacity)
+with exponential backoff and jitter, or after the server's Retry-After; any other 4xx is a
+mistake in the request and fails at once.
 """
 
-import http.client
+import email.utils
 import json
 import math
 import os
-import socket
+import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .answer import MAX_NEW_TOKENS, Answerer, prompt_messages
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from .answer import MAX_NEW_TOKENS, Answerer, first_answer, prompt_messages
 from .data import Record
-from .grade import Grade, judge_messages
+from .grade import JUDGE_THRESHOLD, Grade, judge_messages
 
 BACKENDS = ("mlx", "openai")
 TIMEOUT_SECONDS = 300  # one request; a long answer on a busy CPU server takes a while
-RETRIES = 4  # backoff 0.5, 1, 2, 4 s: a server restarting within ~8 s is waited for
+ATTEMPTS = 5  # backoff about 0.5, 1, 2, 4 s: a server restarting within ~8 s is waited for
 BACKOFF_SECONDS = 0.5
+MAX_RETRY_AFTER_SECONDS = 60  # a Retry-After beyond this is waited for this long, so a run never hangs
+RETRIED_STATUS = {408, 429}  # with every 5xx: the server is overloaded, timed out or restarting
+CHECK_TIMEOUT_SECONDS = 30
 VERDICT_TOKENS = 3  # enough for "yes"/"no" and a full stop; the verdict is the first word
 TOP_LOGPROBS = 10  # within every server's limit (OpenAI 20, mlx_lm.server 11)
 
 
 class ServerError(RuntimeError):
     """The server cannot be used: not up, refusing the request, or gone for good."""
+
+
+class Transient(Exception):
+    """A failure worth another attempt, with the wait the server asked for, if it did."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -56,34 +70,73 @@ def headers(backend: Backend) -> dict:
     return result
 
 
-# Worth retrying: the server is overloaded, restarting, or the network dropped the request.
-TRANSIENT = (urllib.error.URLError, TimeoutError, ConnectionError, socket.timeout, http.client.HTTPException)
+CLIENTS: dict[tuple, httpx.Client] = {}
+CLIENTS_LOCK = threading.Lock()
+
+
+def client(backend: Backend) -> httpx.Client:
+    """One client per server and key, shared by the threads: its connections are kept alive."""
+    key = (backend.base_url, backend.api_key_env)
+    with CLIENTS_LOCK:
+        if key not in CLIENTS:
+            CLIENTS[key] = httpx.Client(headers=headers(backend), timeout=TIMEOUT_SECONDS)
+        return CLIENTS[key]
 
 
 def reason_of(error: Exception) -> str:
-    return str(getattr(error, "reason", None) or error) or type(error).__name__
+    return str(error) or type(error).__name__
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The Retry-After header in seconds (it may be a number or an HTTP date); None when absent."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):  # neither: as if absent
+        return None
+
+
+def post(backend: Backend, url: str, body: dict) -> dict:
+    """One attempt: the JSON answer, a Transient failure, or a ServerError."""
+    try:
+        response = client(backend).post(url, json=body)
+    except httpx.TransportError as e:  # timeouts, refused or dropped connections
+        raise Transient(reason_of(e)) from e
+    if response.status_code in RETRIED_STATUS or response.status_code >= 500:
+        raise Transient(f"HTTP {response.status_code}", retry_after(response))
+    if response.status_code >= 400:
+        detail = " ".join(response.text.split())[:200]
+        raise ServerError(f"{url} refused the request: HTTP {response.status_code} {detail}")
+    try:
+        return response.json()
+    except ValueError:
+        raise ServerError(f"{url} did not answer with JSON; is --base-url an OpenAI-compatible API?") from None
+
+
+JITTERED_BACKOFF = wait_exponential_jitter(multiplier=BACKOFF_SECONDS, jitter=BACKOFF_SECONDS)
+
+
+def backoff(state) -> float:
+    """The server's Retry-After when it gave one (bounded), else exponential backoff with jitter."""
+    asked = getattr(state.outcome.exception(), "retry_after", None)
+    return JITTERED_BACKOFF(state) if asked is None else min(asked, MAX_RETRY_AFTER_SECONDS)
 
 
 def request(backend: Backend, path: str, body: dict) -> dict:
     """POST JSON, with retries; a one-line ServerError when it cannot succeed."""
     url = endpoint(backend, path)
-    for attempt in range(RETRIES + 1):
-        try:
-            req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers(backend))
-            with urllib.request.urlopen(req, timeout=TIMEOUT_SECONDS) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            if e.code < 500:
-                detail = " ".join(e.read().decode(errors="replace").split())[:200]
-                raise ServerError(f"{url} refused the request: HTTP {e.code} {detail}") from None
-            reason = f"HTTP {e.code}"
-        except TRANSIENT as e:
-            reason = reason_of(e)
-        except json.JSONDecodeError:
-            raise ServerError(f"{url} did not answer with JSON; is --base-url an OpenAI-compatible API?") from None
-        if attempt < RETRIES:
-            time.sleep(BACKOFF_SECONDS * 2**attempt)
-    raise ServerError(f"no answer from {url} after {RETRIES + 1} attempts ({reason}); is the server still up?")
+    attempts = Retrying(stop=stop_after_attempt(ATTEMPTS), wait=backoff, retry=retry_if_exception_type(Transient),
+                        reraise=True)
+    try:
+        return attempts(post, backend, url, body)
+    except Transient as e:
+        raise ServerError(f"no answer from {url} after {ATTEMPTS} attempts ({e}); is the server still up?") from None
 
 
 def check_server(backend: Backend) -> None:
@@ -92,15 +145,13 @@ def check_server(backend: Backend) -> None:
     Any HTTP answer counts as up (mlx_lm.server's /models can fail without a Hugging Face cache);
     the first request tells whether it is the right API.
     """
-    url = endpoint(backend, "/models")
     try:
-        urllib.request.urlopen(urllib.request.Request(url, headers=headers(backend)), timeout=30).close()
-    except urllib.error.HTTPError as e:
-        if e.code in (401, 403):
-            raise ServerError(f"{url} refused the API key: HTTP {e.code}") from None
-    except TRANSIENT as e:
+        response = client(backend).get(endpoint(backend, "/models"), timeout=CHECK_TIMEOUT_SECONDS)
+    except httpx.TransportError as e:
         raise ServerError(f"no server answers at {backend.base_url} ({reason_of(e)}); "
                           "start it, or correct --base-url") from None
+    if response.status_code in (401, 403):
+        raise ServerError(f"{endpoint(backend, '/models')} refused the API key: HTTP {response.status_code}")
 
 
 def complete(backend: Backend, messages: list[dict], max_tokens: int, temperature: float, **extra) -> dict:
@@ -126,7 +177,8 @@ def answer_batch_openai(backend: Backend, records: list[Record], temperature: fl
     """Answers for a batch of records, in order, at most `concurrency` requests at a time."""
     def one(record: Record) -> str:
         choice = complete(backend, prompt_messages(record), MAX_NEW_TOKENS[record.kind], temperature)
-        return (choice.get("message", {}).get("content") or "").strip()
+        # As answer.answer_batch does in-process: a server cannot be told to stop after a sentence.
+        return first_answer(choice.get("message", {}).get("content") or "", record.kind == "short")
 
     return parallel(one, records, concurrency)
 
@@ -141,7 +193,7 @@ def verdict_word(token: str) -> str:
     return token.replace("Ġ", " ").replace("▁", " ").strip().strip(".,!:").lower()
 
 
-def verdict(choice: dict, threshold: float = 0.5) -> Grade:
+def verdict(choice: dict, threshold: float = JUDGE_THRESHOLD) -> Grade:
     """The judge's grade from one completion: P(yes) against P(no) from the first token's
     top log-probabilities when the server gives them, else the first word of the reply."""
     logprobs = (choice.get("logprobs") or {}).get("content") or []
@@ -164,10 +216,11 @@ def logsumexp(values: list[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def judge_openai(backend: Backend, items: list[tuple[Record, str]], concurrency: int = 4) -> list[Grade]:
-    """The reference-guided judge of grade.py, asked over the server."""
+def judge_openai(backend: Backend, items: list[tuple[Record, str]], concurrency: int = 4,
+                 threshold: float = JUDGE_THRESHOLD) -> list[Grade]:
+    """The reference-guided judge of grade.py, asked over the server; `threshold` as --judge-threshold."""
     def one(item: tuple[Record, str]) -> Grade:
         choice = complete(backend, judge_messages(*item), VERDICT_TOKENS, 0.0, logprobs=True, top_logprobs=TOP_LOGPROBS)
-        return verdict(choice)
+        return verdict(choice, threshold)
 
     return parallel(one, items, concurrency)

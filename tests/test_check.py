@@ -1,8 +1,11 @@
 """`data check`: every problem with file and line, repeats, and token lengths from the tokenizer alone."""
 
+import subprocess
+import sys
+
 from click.testing import CliRunner
 
-from conftest import qa_rows, write_jsonl
+from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx.check import check_dataset
 from slearn_mlx.cli import cli
 from slearn_mlx.data import DataError, load_records
@@ -44,3 +47,21 @@ def test_cli_exits_1_on_problems_and_names_them(tmp_path, tiny_model):
     good = write_jsonl(tmp_path / "good.jsonl", qa_rows(3))
     result = CliRunner().invoke(cli, ["data", "check", str(good), "--model", str(tiny_model)])
     assert result.exit_code == 0 and "problems: 0" in result.output and "kinds: short 3" in result.output
+
+
+def test_over_long_examples_are_named_at_the_users_limit_and_left_out_not_cut(tmp_path, tiny_model):
+    path = write_jsonl(tmp_path / "d.jsonl", [*qa_rows(2), {"question": "What is item " * 20, "answer": "Item"}])
+    lengths = check_dataset(path, tiny_model).tokens["training example"]
+    limit = max(lengths) - 1
+    check = check_dataset(path, tiny_model, max_seq_length=limit)
+    assert check.too_long == [(3, max(lengths))]
+    result = CliRunner().invoke(cli, ["data", "check", str(path), "--model", str(tiny_model),
+                                      "--max-seq-length", str(limit)])
+    assert f"warning: {path}:3: {max(lengths)} tokens, over --max-seq-length {limit}; training leaves it out" \
+        in result.output
+    assert "cut" not in result.output
+
+
+def test_check_does_not_import_the_trainer():
+    probe = "import sys, slearn_mlx.check; print('slearn_mlx.train' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True).stdout.strip() == "False"

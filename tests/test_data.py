@@ -1,5 +1,7 @@
+import gzip
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -101,3 +103,72 @@ def test_multiple_choice_with_other_options_is_another_record(tmp_path):
     rows = [{"question": "Q?", "answer": "B", "choices": {"A": "x", "B": "y"}},
             {"question": "Q?", "answer": "B", "choices": {"A": "x", "B": "z"}}]
     assert len(load_records(write_jsonl(tmp_path / "d.jsonl", rows))) == 2
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({"question": "Q?", "answer": "E", "choices": {"A": "x", "B": "y"}},
+     ":1: multiple-choice answer 'E' is not a letter of its choices (A, B); it could never be graded right"),
+    ({"question": "Q?\nA. x\nB. y", "answer": "C", "kind": "mcq"}, ":1: multiple-choice answer 'C' is not a letter "
+     "of the options in its question (A, B)"),
+    ({"question": "Q?", "answer": "F", "kind": "mcq"}, ":1: multiple-choice answer 'F' is not a letter of A-E (it has no choices)"),
+    ({"question": "Q?", "answer": "yellow", "choices": {"A": "red", "B": "yellow"}}, ":1: multiple-choice answer 'yellow'"),
+])
+def test_a_multiple_choice_answer_no_option_has_is_an_error(tmp_path, row, problem):
+    with pytest.raises(DataError, match=re.escape(problem)):
+        load_records(write_jsonl(tmp_path / "bad.jsonl", [row]))
+
+
+def test_multiple_choice_letters_the_record_has_are_fine(tmp_path):
+    rows = [{"question": "Q?\nA. x\nB. y\nC. z\nD. w\nE. v\nF. u", "answer": "F", "kind": "mcq"},
+            {"question": "Q2?", "answer": "b", "choices": {"a": "x", "b": "y"}}, {"question": "Q3?", "answer": "E"}]
+    assert [r.kind for r in load_records(write_jsonl(tmp_path / "d.jsonl", rows))] == ["mcq"] * 3
+
+
+def gzipped(path, text):
+    path.write_bytes(gzip.compress(text.encode()))
+    return path
+
+
+def test_gzip_files_are_read_with_their_line_numbers(tmp_path):
+    lines = '{"question": "Q?", "answer": "A"}\n{"question": "Q2?", "answer": "B"}\n'
+    assert [r.answer for r in load_records(gzipped(tmp_path / "d.jsonl.gz", lines))] == ["A", "B"]
+    array = '[{"question": "Q?", "answer": "A"},\n {"question": "Q2?"}]'
+    with pytest.raises(DataError, match=r"d\.json\.gz:2: missing field 'answer'"):
+        load_records(gzipped(tmp_path / "d.json.gz", array))
+    with pytest.raises(DataError, match=r"e\.jsonl\.gz:2: invalid JSON"):
+        load_records(gzipped(tmp_path / "e.jsonl.gz", lines.replace('"B"}', '"B"')))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(lines.encode() * 50)[:60])
+    with pytest.raises(DataError, match=r"cut\.jsonl\.gz: a broken gzip file"):
+        load_records(cut)
+
+
+def test_csv_rows_are_records_with_line_numbered_errors(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('question,answer,aliases\n"What is\nthe capital?",Paris,"[""City of Light""]"\n'
+                    "Who wrote Hamlet?,Shakespeare,\n", encoding="utf-8")
+    first, second = load_records(path)
+    assert (first.question, first.aliases, first.line) == ("What is\nthe capital?", ["City of Light"], 2)
+    assert (second.answer, second.aliases, second.line) == ("Shakespeare", [], 4)
+    path.write_text('question,answer\n"Q\nspanning",A\nQ2?,\nQ3?,A,extra\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d\.csv:4: missing field 'answer'"):
+        load_records(path)
+    from slearn_mlx.check import check_dataset
+    assert check_dataset(path).problems == [f"{path}:4: missing field 'answer'",
+                                            f"{path}:5: 3 cells, but the header has 2"]
+
+
+def test_parquet_rows_are_records_with_row_numbered_errors(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"question": ["Q?", "Q2?"], "answer": ["A", "B"], "aliases": [["a"], None],
+                             "choices": [None, None]}), path)
+    assert [(r.answer, r.aliases, r.line) for r in load_records(path)] == [("A", ["a"], 1), ("B", [], 2)]
+    pq.write_table(pa.table({"question": ["Q?", "Q2?"], "answer": ["A", None]}), path)
+    with pytest.raises(DataError, match=r"d\.parquet:2: missing field 'answer'"):
+        load_records(path)
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"d\.parquet: not a readable Parquet file"):
+        load_records(path)

@@ -1,6 +1,7 @@
 """The GGUF importer, on a tiny model written in llama.cpp's layout by the test itself."""
 
 import json
+import re
 
 import mlx.core as mx
 import pytest
@@ -24,7 +25,7 @@ def gguf_name(mlx_name):
     return f"{GGUF_NAMES[stem]}.{leaf}"
 
 
-def write_gguf(model_dir, path, architecture="llama"):
+def write_gguf(model_dir, path, architecture="llama", pre="gpt2"):
     weights = mx.load(str(model_dir / "model.safetensors"))
     config = json.loads((model_dir / "config.json").read_text())
     tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
@@ -48,7 +49,6 @@ def write_gguf(model_dir, path, architecture="llama"):
         "llama.rope.freq_base": mx.array(config["rope_theta"], dtype=mx.float32),
         "llama.context_length": u32(512),
         "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": "gpt2",
         "tokenizer.ggml.tokens": [t for t, _ in vocab],
         "tokenizer.ggml.token_type": mx.array([3 if t in specials else 1 for t, _ in vocab], dtype=mx.int32),
         "tokenizer.ggml.merges": [" ".join(m) if isinstance(m, list) else m for m in tokenizer["model"]["merges"]],
@@ -56,6 +56,8 @@ def write_gguf(model_dir, path, architecture="llama"):
         "tokenizer.ggml.eos_token_id": u32(2),
         "tokenizer.chat_template": json.loads((model_dir / "tokenizer_config.json").read_text())["chat_template"],
     }
+    if pre is not None:
+        metadata["tokenizer.ggml.pre"] = pre
     mx.save_gguf(str(path), tensors, metadata)
     return path
 
@@ -86,3 +88,17 @@ def test_a_file_that_is_not_gguf_is_named(tmp_path):
     path.write_bytes(b"not a gguf file at all")
     with pytest.raises(GGUFImportError, match="broken.gguf: not a readable GGUF"):
         import_gguf(path, tmp_path / "imported")
+
+
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", None])
+def test_a_pre_tokenizer_it_cannot_rebuild_exactly_is_refused_by_name(tiny_model, tmp_path, pre):
+    path = write_gguf(tiny_model, tmp_path / "other.gguf", pre=pre)
+    with pytest.raises(GGUFImportError, match=re.escape(f"(tokenizer.ggml.pre) is '{pre or '(none)'}'") + ".*mlx_lm convert"):
+        import_gguf(path, tmp_path / "imported")
+    assert not (tmp_path / "imported").exists() and not (tmp_path / "imported.partial").exists()
+
+
+def test_a_digit_splitting_pre_tokenizer_is_rebuilt(tiny_model, tmp_path):
+    out = import_gguf(write_gguf(tiny_model, tmp_path / "smollm.gguf", pre="smollm"), tmp_path / "imported")
+    tokenizer = json.loads((out / "tokenizer.json").read_text())
+    assert [step["type"] for step in tokenizer["pre_tokenizer"]["pretokenizers"]] == ["Digits", "ByteLevel"]

@@ -6,6 +6,8 @@ from slearn_mlx.grade import (
     multiple_choice, normalize, numeric_match, option_letter, rouge_l, token_f1,
 )
 
+CAPITAL = ("What is the capital of Turkey?", "Ankara")
+
 
 def short(question="What does CPU stand for?", answer="Central Processing Unit", aliases=()):
     return Record(id="x", question=question, answer=answer, kind="short", aliases=list(aliases))
@@ -39,7 +41,80 @@ def test_alias_contains_accepts_aliases():
 def test_a_reference_inside_the_question_is_not_credited_by_an_echo():
     record = short("What is the capital of Guinea-Bissau?", "Bissau")
     assert not alias_contains("The capital of Guinea-Bissau is Portoão.", record)
+    assert not alias_contains("The capital of Guinea-Bissau is Guinea-Bissau.", record)  # the question's own phrase
     assert exact_match("Bissau", record) and alias_contains("Bissau", record)
+
+
+@pytest.mark.parametrize("response, correct", [
+    ("Luxembourg's capital is Luxembourg City.", True),  # said once more than the question says it
+    ("The capital of Luxembourg is Luxembourg.", True),
+    ("The capital of Luxembourg is Brussels.", False),
+    ("Luxembourg is a small country.", False),  # no more than the question's own mention
+])
+def test_a_reference_inside_the_question_is_credited_beyond_the_question_phrase(response, correct):
+    assert alias_contains(response, short("What is the capital of Luxembourg?", "Luxembourg")) is correct
+
+
+@pytest.mark.parametrize("response, correct", [
+    ("No, it isn't Ankara.", False),
+    ("Certainly not Ankara, but Istanbul.", False),
+    ("It is never Ankara.", False),
+    ("Istanbul; Ankara is just its biggest city.", False),  # committed to another answer first
+    ("Istanbul. Ankara is just its biggest city.", False),
+    ("It is Ankara, not Istanbul.", True),  # the negation is of the other city
+    ("Not Istanbul, but Ankara.", True),
+    ("It wasn't Istanbul; it was Ankara.", True),  # an opening that denies commits to nothing
+    ("Yes. The capital is Ankara.", True),
+    ("Ankara; Istanbul is just its biggest city.", True),
+])
+def test_a_denied_or_contradicted_reference_is_not_credited(response, correct):
+    assert alias_contains(response, short(*CAPITAL)) is correct
+
+
+def test_not_only_and_not_until_do_not_deny():
+    assert alias_contains("It landed not until 1969.", short("When did Apollo 11 land?", "1969"))
+    assert alias_contains("It is not only Ankara.", short(*CAPITAL))
+
+
+def test_prose_cut_at_its_token_budget_is_not_a_list_of_guesses():
+    record = short("Where is Rwanda?", "Africa")
+    cut = ("Rwanda is a landlocked country located in Central Africa, specifically in East Africa, which is "
+           "bordered by Tanzania to the East, Uganda to the West, and")
+    assert not lists_candidates(cut, record) and alias_contains(cut, record)
+    assert lists_candidates("Europe, Asia, Africa, and", record)  # short items are still guesses
+
+
+@pytest.mark.parametrize("record, response", [
+    (short(*CAPITAL), "Perhaps Ankara? I really can't say."),
+    (short(*CAPITAL), "I don't know."),
+    (short(*CAPITAL), "I'm not sure, maybe Ankara."),
+    (short(*CAPITAL), "I’m sorry, but I cannot answer that."),
+    (Record(id="x", question="Which is a colour?", answer="B", kind="mcq", choices={"A": "dog", "B": "blue"}),
+     "Maybe B?"),
+    (Record(id="x", question="Explain RAM", answer="Random access memory", kind="long"),
+     "I do not know what random access memory is."),
+])
+def test_a_hedged_or_refused_answer_is_unsure_not_right(record, response):
+    grade = auto_grade([record], [response])[0]
+    assert grade.unsure and not grade.correct and grade.score == 0.0
+
+
+@pytest.mark.parametrize("record, response", [
+    (short("Which song has the lyrics \"I don't know how\"?", "Something"), "Something has \"I don't know how\"."),
+    (Record(id="x", question="Which is safe?", answer="B", kind="mcq", choices={"A": "run", "B": "maybe wait"}),
+     "B: maybe wait"),
+    (Record(id="x", question="Define cache", answer="A memory that may hold copies", kind="long"),
+     "A small memory that may possibly hold copies of data."),
+])
+def test_doubt_quoted_from_the_question_or_an_option_or_a_definition_is_not_unsure(record, response):
+    grade = auto_grade([record], [response])[0]
+    assert not grade.unsure and grade.correct
+
+
+def test_the_judge_gate_records_an_unsure_answer():
+    grade = auto_grade([LONG], ["I don't know, random access memory perhaps"], lambda items: 1 / 0,
+                       frozenset({"long"}))[0]
+    assert grade.grader == "judge_gate" and grade.unsure and not grade.correct
 
 
 def test_exact_match_normalises_but_wants_nothing_else():
@@ -55,6 +130,9 @@ def test_exact_match_normalises_but_wants_nothing_else():
     ("C) blue", None),  # a letter with another option's text
     ("The answer is a blue one, option B", "B"),  # the article "a" is not option A
     ("E: blue", None),  # a letter that is no option, with B's text
+    ("my pick is d", "D"), ("I'd go with B.", "B"), ("the answer is c.", "C"), ("D is correct.", "D"),
+    ("A is out; D is correct", "D"), ("A and B are wrong, so C is the right one: C", "C"),
+    ("Not A. The answer is C.", "C"), ("A is out", None), ("I choose a colour", None),
 ])
 def test_option_letter_forms(response, letter):
     assert option_letter(response, {"A": "red", "B": "blue", "C": "green", "D": "yellow"}) == letter
@@ -78,9 +156,23 @@ def number(answer, question="What is the carrier frequency?"):
     ("18.1 MHz", "18.068 MHz", True),  # within 1%
     ("18.5 MHz", "18.068 MHz", False),
     ("18.068 MHz or 14.2 MHz", "18.068 MHz", False),  # two values: a guess
-    ("3.5 volts", "3.5 V", False),  # a unit it cannot match is not a value given in the reference's unit
+    ("3.5 volts", "3.5 V", True),  # a unit's name is the unit
+    ("3.5 vols", "3.5 V", False),  # a word that is no known unit is not a value given in the reference's unit
     ("1,200 m", "1200 m", True),
     ("", "3.5 V", False),
+    ("18.1", "18.1 MHz", True),  # a bare number is read in the reference's unit
+    ("18.1 kHz", "18.1 MHz", False),
+    ("3 minutes", "3 min", True),  # "min" is minutes, not milli-inches
+    ("180 seconds", "3 min", True),
+    ("3 m", "3 min", False),  # metres
+    ("2 pounds", "2 lb", True),
+    ("about 907 grams", "2 lb", True),
+    ("1.5 Tesla", "1.5 T", True),  # "T" alone is tesla, not a tera prefix
+    ("5 milliseconds", "5 ms", True),
+    ("5 minutes", "5 ms", False),
+    ("100 degrees Celsius", "100 °C", True),
+    ("62.1 mph", "100 km/h", True),
+    ("10 kilo-ohms", "10 kΩ", True),
 ])
 def test_numbers_with_units_and_relative_tolerance(response, answer, correct):
     assert numeric_match(response, number(answer)) is correct
