@@ -208,7 +208,7 @@ def make_grader(config: RunConfig, loaded=None) -> Grader:
         server.check_server(config.judge_backend)
 
         def run_judge(items):
-            return server.judge_openai(config.judge_backend, items, config.concurrency)
+            return server.judge_openai(config.judge_backend, items, config.concurrency, config.judge_threshold)
     else:
         cache = {"model": loaded}
 
