@@ -25,7 +25,8 @@ def test_unsure_answers_are_unknown_and_counted_in_the_table_and_report():
     table = accuracy_table(rows, rows, set(), {r.id: "train" for r in RECORDS})
     assert table["known"]["records"] == 1 and table["unknown"]["records"] == 2  # the unsure one is not known
     assert (table["unknown"]["unsure_before"], table["whole_set"]["unsure_after"], table["known"]["unsure_before"]) == (1, 1, 0)
-    metrics = {"run": "r", "records": 3, "accuracy": table, "stage_seconds": {}, "stages": {}, "total_seconds": 0.0}
+    metrics = {"run": "r", "records": 3, "accuracy": table, "stage_seconds": {}, "stages": {}, "total_seconds": 0.0,
+               "epochs": []}
     config = SimpleNamespace(model="m", data="d", select=SimpleNamespace(policy="unknown"),
                              train=SimpleNamespace(epochs=1, learning_rate=1e-4))
     assert "| whole set | 3 | 33.3% | 33.3% | 1 | 1 |" in render_report(metrics, config, RECORDS, rows, rows)
