@@ -48,7 +48,7 @@ def same(a, b):
 
 
 def test_the_best_epoch_is_kept_and_patience_stops(tiny_model, tmp_path):
-    facts, check = train(tiny_model, tmp_path, scores=[4, 6, 5, 5, 7], epochs=5, patience=2)
+    facts, check = train(tiny_model, tmp_path, scores=[4, 6, 5, 5, 7], epochs=5, patience=2, rehearsal=0.0)
     assert facts["best_epoch"] == 2 and facts["epochs_run"] == 4 and facts["objective"] == 6 / 8
     assert facts["stop"] == "no better objective in 2 epoch(s)"
     log = read_rows(tmp_path / "train_log.jsonl")
@@ -79,7 +79,7 @@ def test_learned_records_leave_and_forgotten_ones_return(tiny_model, tmp_path):
     pairs = [Example(r, "Item", "Item", True, False) for r in records[:2]]
     pairs += [Example(r, r.answer, r.answer, False, True) for r in records[2:]]
     facts = train_lora(model, tokenizer, pairs, TrainConfig(batch_size=4, epochs=60, patience=60, learning_rate=1e-3,
-                                                            lora_layers=2), tmp_path)
+                                                            lora_layers=2, rehearsal=0.0), tmp_path)
     log = read_rows(tmp_path / "train_log.jsonl")
     checks = [row for row in log if row["event"] == "check"]
     epochs = [row for row in log if row["event"] == "epoch"]
@@ -89,6 +89,14 @@ def test_learned_records_leave_and_forgotten_ones_return(tiny_model, tmp_path):
         assert not set(following["trained"]) & set(check["left"]) and set(check["returned"]) <= set(following["trained"])
     assert facts["stop"] == "every training record answered right" and checks[-1]["right_unknown"] == [4, 4]
     assert facts["record_epochs"] == sum(row["records"] for row in epochs) < 6 * facts["epochs_run"]
+
+
+def test_later_epochs_rehearse_right_records_beside_the_wrong_ones(tiny_model, tmp_path):
+    train(tiny_model, tmp_path, scores=[4, 6, 5], epochs=3, patience=3, rehearsal=0.5)
+    log = read_rows(tmp_path / "train_log.jsonl")
+    epochs = [row for row in log if row["event"] == "epoch"]
+    # 4 wrong after epoch 1 and half as many right ones again; then 2 wrong and 1 rehearsed
+    assert [(row["records"], row["rehearsed"]) for row in epochs] == [(8, 0), (6, 2), (3, 1)]
 
 
 def test_a_time_budget_stops_training(tiny_model, tmp_path):
