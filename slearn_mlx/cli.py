@@ -98,6 +98,8 @@ def run_options(command):
         click.option("--check/--no-check", default=train.check, show_default=True,
                      help="After each epoch, learned records leave training, forgotten ones return, and the best "
                           "epoch is kept; --no-check trains every epoch on the first selection and keeps the last."),
+        click.option("--rehearsal", type=click.FloatRange(0), default=train.rehearsal, show_default=True,
+                     help="Right records trained again in each epoch after the first, per record still wrong."),
         click.option("--max-train-seconds", type=click.FloatRange(0, min_open=True),
                      help="Stop training after this wall time (equal-budget comparisons)."),
         click.option("--batch-size", type=click.IntRange(1), default=train.batch_size, show_default=True),
@@ -116,13 +118,13 @@ def run_options(command):
 
 
 def build_config(data, model, policy, replay_fraction, targets, slick_samples, slick_temperature, epochs,
-                 patience, check, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers,
+                 patience, check, rehearsal, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers,
                  max_seq_length, kl_weight, backend, base_url,
                  api_key_env, served_model, judge_backend, judge_base_url, judge_api_key_env, judge_served_model,
                  judge_kinds, **options):
     select = SelectConfig(policy=policy, replay_fraction=replay_fraction, targets=targets,
                           slick_samples=slick_samples, slick_temperature=slick_temperature)
-    train = TrainConfig(epochs=epochs, patience=patience, check=check,
+    train = TrainConfig(epochs=epochs, patience=patience, check=check, rehearsal=rehearsal,
                         max_seconds=max_train_seconds, batch_size=batch_size,
                         learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
                         max_seq_length=max_seq_length, kl_weight=kl_weight, seed=options["seed"])
