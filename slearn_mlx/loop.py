@@ -318,11 +318,14 @@ def select(run_dir: Path) -> None:
 def answer_check(run: Run, model, tokenizer, grade: Grader):
     """What the check after each epoch answers with the model in training: the training records the
     probe cannot vouch for, and the validation records, never trained on, as a guard for the report.
-    Every rank answers all of them, so all take the same keep and stop decisions."""
+    The ranks share the answering like the diagnosis's, through a file per epoch, which also lets a
+    check cut short by a kill resume: the epoch is trained again to the same weights from its start."""
     validation = run.records_in("validation")
 
-    def answer(records: list[Record]) -> tuple[list[dict], dict]:
-        rows = score(in_process(model, tokenizer), records + validation, grade)
+    def answer(records: list[Record], epoch: int) -> tuple[list[dict], dict]:
+        rows = answer_and_grade(in_process(model, tokenizer), records + validation,
+                                run.dir / "adapter" / f"check-epoch{epoch}.jsonl", grade,
+                                run.config.answer_batch_size, f"check epoch {epoch}")
         guarded = rows[len(records):]
         return rows[:len(records)], {"validation_accuracy": sum(r["correct"] for r in guarded) / len(guarded)
                                      if guarded else None}

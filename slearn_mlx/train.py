@@ -270,10 +270,13 @@ class Trainer:
         expected answers that changed."""
         start = time.perf_counter()
         self.model.eval()
-        said = [exact for _, exact in score_spans(self.model, self.check_spans, self.forward)]
+        # Each rank scores its share; answering shards itself through the run folder (the loop's rows_for).
+        mine = list(range(distributed.rank(), len(self.examples), distributed.size()))
+        scores = score_spans(self.model, [self.check_spans[i] for i in mine], self.forward)
+        said = distributed.gather_flags([exact for _, exact in scores], mine, len(self.examples))
         right = list(said)
         unvouched = [i for i, s in enumerate(said) if not s]
-        rows, guard = answer([self.examples[i].record for i in unvouched]) if answer else ([], {})
+        rows, guard = answer([self.examples[i].record for i in unvouched], epoch) if answer else ([], {})
         changed = {}
         for i, row in zip(unvouched, rows):
             right[i] = row["correct"]
@@ -299,10 +302,10 @@ class Trainer:
 
 
 def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, adapter_dir: Path,
-               answer: Callable[[list[Record]], tuple[list[dict], dict]] | None = None) -> dict:
+               answer: Callable[[list[Record], int], tuple[list[dict], dict]] | None = None) -> dict:
     """Train LoRA adapters on the examples; write the kept adapter to adapter_dir.
 
-    `answer(records)` answers and grades records with the model in training: it returns their rows
+    `answer(records, epoch)` answers and grades records with the model in training: it returns their rows
     {response, correct} and a dict of anything else it measured (the loop's validation guard). Without
     it, the check counts right only what the model says word for word. A folder left by an interrupted
     training of the same examples and configuration is resumed from its last finished epoch, and ends

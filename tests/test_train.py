@@ -23,7 +23,7 @@ class Check:
     def __init__(self, model, rights, fail_on=None):
         self.model, self.rights, self.fail_on, self.seen = model, list(rights), fail_on, []
 
-    def __call__(self, records):
+    def __call__(self, records, epoch):
         if len(self.seen) + 1 == self.fail_on:
             raise KeyboardInterrupt  # a kill in the middle of training
         self.seen.append({k: mx.array(v) for k, v in tree_flatten(self.model.trainable_parameters())})
