@@ -31,7 +31,7 @@ def share_stages(source: Path, run_dir: Path) -> None:
         if stage in finished_stages(run_dir) or stage not in done or source == run_dir:
             continue
         shutil.copy(source / file, run_dir / file)
-        facts = dict(done[stage])
+        facts = {k: v for k, v in done[stage].items() if k != "shared_from"}
         mark_finished(run_dir, stage, facts.pop("seconds"), shared_from=str(source), **facts)
 
 
