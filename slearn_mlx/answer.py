@@ -50,6 +50,14 @@ def training_messages(record: Record, target: str) -> list[dict]:
     return [*prompt_messages(record), {"role": "assistant", "content": target}]
 
 
+def chat_tokens(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    """Messages as the model's chat template writes them, with thinking off. A hybrid-reasoning model
+    (Qwen3) otherwise opens every answer with a think block that spends the answer's token budget, and
+    its template writes an empty block before a trained answer that the question alone never shows, so
+    training would score the block instead of the answer."""
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, enable_thinking=False)
+
+
 # A sentence ends at . ! or ? before a space, but not after an initial ("J. Smith", "Dr. No"), or at a line break.
 FIRST_SENTENCE_END = re.compile(r"(?<![A-Z])(?<!\b[A-Z][a-z])[.!?](?=\s)|\n")
 
@@ -75,7 +83,7 @@ def prefix_caches(model, prefix: list[int], copies: int) -> list[list] | None:
 
 def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[str]:
     """Answers for a batch of records, in order: greedy, or sampled at a temperature."""
-    prompts = [tokenizer.apply_chat_template(prompt_messages(r), add_generation_prompt=True) for r in records]
+    prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
     shared = shared_prefix(prompts)
     caches = prefix_caches(model, prompts[0][:shared], len(prompts))
     if caches is None:

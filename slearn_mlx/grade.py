@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from .answer import FIRST_SENTENCE_END, question_text
+from .answer import FIRST_SENTENCE_END, chat_tokens, question_text
 from .data import DEFAULT_LETTERS, MCQ_OPTION, Record, choices_of
 from .forward import logits_at, plan
 
@@ -426,7 +426,7 @@ def judge_messages(record: Record, response: str) -> list[dict]:
 
 
 def judge_prompt(tokenizer, record: Record, response: str) -> list[int]:
-    return tokenizer.apply_chat_template(judge_messages(record, response), add_generation_prompt=True)
+    return chat_tokens(tokenizer, judge_messages(record, response), True)
 
 
 def verdict_token_ids(tokenizer) -> tuple[list[int], list[int]]:

@@ -2,7 +2,7 @@ from mlx_lm import generate
 
 from conftest import qa_rows
 from slearn_mlx import answer
-from slearn_mlx.answer import MAX_NEW_TOKENS, answer_batch, answer_batch_size, first_answer, prompt_messages, shared_prefix
+from slearn_mlx.answer import MAX_NEW_TOKENS, chat_tokens, answer_batch, answer_batch_size, first_answer, prompt_messages, shared_prefix
 from slearn_mlx.data import Record
 from slearn_mlx.models import load_model
 
@@ -13,7 +13,7 @@ def records(kind: str) -> list[Record]:
 
 
 def one_at_a_time(model, tokenizer, record: Record) -> str:
-    prompt = tokenizer.apply_chat_template(prompt_messages(record), add_generation_prompt=True)
+    prompt = chat_tokens(tokenizer, prompt_messages(record), True)
     return generate(model, tokenizer, prompt, max_tokens=MAX_NEW_TOKENS[record.kind])
 
 
