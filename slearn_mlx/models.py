@@ -11,8 +11,9 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.tuner.utils import load_adapters
-from mlx_lm.utils import dequantize_model, load
+from mlx.utils import tree_flatten
+from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
+from mlx_lm.utils import _get_classes, dequantize_model, load
 
 from .gguf import import_gguf
 
@@ -124,3 +125,34 @@ def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.M
         model = load_adapters(model, str(adapter_path))
     model.eval()
     return model, tokenizer
+
+
+def architecture(model_config: dict) -> nn.Module:
+    """The model a config.json describes, built by mlx-lm without computing a weight (MLX is lazy):
+    its shapes, to count, at no cost in time or memory."""
+    name = model_config.get("model_type")
+    try:
+        model_class, args_class = _get_classes(model_config)
+    except ValueError:
+        raise ModelError(f"model type '{name}': mlx-lm {importlib.metadata.version('mlx-lm')} "
+                         "has no such architecture") from None
+    try:
+        return model_class(args_class.from_dict(model_config))
+    except (TypeError, KeyError, ValueError) as e:
+        raise ModelError(f"model type '{name}': mlx-lm cannot build it from this config.json ({e})") from None
+
+
+def lora_parameter_count(model_config: dict, layers: int, rank: int) -> int:
+    """Parameters the LoRA adapters of training add, counted on the architecture itself (mlx-lm's
+    linear_to_lora_layers on the last `layers` blocks); an architecture it adapts nothing in is refused."""
+    model = architecture(model_config)
+    model.freeze()
+    try:
+        linear_to_lora_layers(model, layers, {"rank": rank, "scale": 1.0, "dropout": 0.0})
+    except (AttributeError, ValueError):  # no blocks where mlx-lm looks, or layers it cannot convert
+        pass
+    count = sum(p.size for _, p in tree_flatten(model.trainable_parameters()))
+    if not count:
+        raise ModelError(f"model type '{model_config.get('model_type')}': mlx-lm's LoRA finds no layer to adapt "
+                         "in it, and slearn-mlx trains LoRA adapters only")
+    return count
