@@ -11,6 +11,9 @@ import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
+from mlx_lm.generate import generate_step
+
+from slearn_mlx.answer import MAX_NEW_TOKENS, chat_tokens, first_answer, prompt_messages
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -108,3 +111,15 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 def qa_rows(n: int) -> list[dict]:
     return [{"question": f"What is item number {i}?", "answer": f"Item {i}"} for i in range(n)]
+
+
+def one_at_a_time(model, tokenizer, record) -> str:
+    """mlx-lm's own greedy decoding of one prompt, decoded whole as answer_batch decodes (mlx-lm's streaming
+    decoder writes a random model's stray bytes otherwise)."""
+    tokens = []
+    prompt = mx.array(chat_tokens(tokenizer, prompt_messages(record), True))
+    for token, _ in generate_step(prompt, model, max_tokens=MAX_NEW_TOKENS[record.kind]):
+        if token in tokenizer.eos_token_ids:
+            break
+        tokens.append(token)
+    return first_answer(tokenizer.decode(tokens), record.kind == "short")

@@ -12,12 +12,11 @@ import mlx.core as mx
 import pytest
 from click.testing import CliRunner
 from mlx.utils import tree_flatten
-from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_lm.utils import load
 
-from conftest import build_model, build_tokenizer, qa_rows, write_jsonl
-from slearn_mlx.answer import MAX_NEW_TOKENS, answer_batch, chat_tokens, first_answer, prompt_messages
+from conftest import build_model, build_tokenizer, one_at_a_time, qa_rows, write_jsonl
+from slearn_mlx.answer import answer_batch, chat_tokens, prompt_messages
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.cli import cli
 from slearn_mlx.data import parse_record
@@ -187,18 +186,6 @@ def test_the_cheaper_forward_pass_is_taken_where_it_gives_the_models_own_logits(
     assert forward.head is not None  # every family's output step is found, granite's scaling included
     assert forward.share_prefix == FAMILIES[family_model[0]].plain_kv_cache
     assert all(type(c) is KVCache for c in make_prompt_cache(model)) == FAMILIES[family_model[0]].plain_kv_cache
-
-
-def one_at_a_time(model, tokenizer, record) -> str:
-    """mlx-lm's own greedy decoding of one prompt, decoded whole as answer_batch decodes (mlx-lm's streaming
-    decoder writes a random model's stray bytes otherwise)."""
-    tokens = []
-    prompt = mx.array(chat_tokens(tokenizer, prompt_messages(record), True))
-    for token, _ in generate_step(prompt, model, max_tokens=MAX_NEW_TOKENS[record.kind]):
-        if token in tokenizer.eos_token_ids:
-            break
-        tokens.append(token)
-    return first_answer(tokenizer.decode(tokens), record.kind == "short")
 
 
 def test_a_batch_answers_as_one_prompt_at_a_time(loaded):
