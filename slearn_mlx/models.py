@@ -105,8 +105,19 @@ def hub_snapshot(repo_id: str) -> Path:
         raise ModelError(f"{repo_id}: not in the Hugging Face cache and the hub is not reachable ({type(e).__name__})") from None
 
 
+# Set to 1, a CPU keeps quantized weights quantized and in their stored dtype, as Metal runs them: slow
+# (quantized and half-precision matmuls run at a few GFLOP/s on MLX's CPU backend), but it is how the
+# QLoRA training and quantized answering of a Mac are exercised where there is no Mac.
+KEEP_QUANTIZED_ENV = "SLEARN_MLX_KEEP_QUANTIZED"
+
+
 def runs_on_cpu() -> bool:
     return mx.default_device() == mx.cpu or not mx.metal.is_available()
+
+
+def dequantizes() -> bool:
+    """Whether load_model turns weights into float32: on a CPU, unless told to keep them as stored."""
+    return runs_on_cpu() and os.environ.get(KEEP_QUANTIZED_ENV) != "1"
 
 
 def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.Module, object]:
@@ -116,7 +127,7 @@ def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.M
         model, tokenizer = load(str(model_path), trust_remote_code=False)
     except (ValueError, FileNotFoundError) as e:
         raise ModelError(f"{model_path}: {e}") from None
-    if runs_on_cpu():
+    if dequantizes():
         # Quantized matmuls and half-precision matmuls run at a few GFLOP/s on MLX's CPU
         # backend; float32 goes through BLAS at 30x that. Metal keeps the quantized weights.
         model = dequantize_model(model)
