@@ -33,7 +33,7 @@ VARIANTS = {
 def answer_all(variant: str, records, model_name: str | None) -> list[str]:
     from mlx_lm import batch_generate, generate, load
 
-    from slearn_mlx.answer import in_process, prompt_messages
+    from slearn_mlx.answer import chat_tokens, in_process, prompt_messages
     from slearn_mlx.models import load_model, resolve_model
 
     path = resolve_model(model_name)
@@ -41,7 +41,7 @@ def answer_all(variant: str, records, model_name: str | None) -> list[str]:
     model, tokenizer = load(str(path)) if variant == "quantized" else load_model(path)
     if variant in ("ours", "quantized"):
         return in_process(model, tokenizer)(records)
-    prompts = [tokenizer.apply_chat_template(prompt_messages(r), add_generation_prompt=True) for r in records]
+    prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
     if variant == "generate":
         return [generate(model, tokenizer, p, max_tokens=32) for p in prompts]
     return [t for i in range(0, len(prompts), 64) for t in batch_generate(model, tokenizer, prompts[i:i + 64], max_tokens=32).texts]

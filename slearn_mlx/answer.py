@@ -21,7 +21,6 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
-from mlx.utils import tree_flatten
 
 from .data import Record
 
@@ -50,6 +49,14 @@ def training_messages(record: Record, target: str) -> list[dict]:
     return [*prompt_messages(record), {"role": "assistant", "content": target}]
 
 
+def chat_tokens(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    """Messages as the model's chat template writes them, with thinking off. A hybrid-reasoning model
+    (Qwen3) otherwise opens every answer with a think block that spends the answer's token budget, and
+    its template writes an empty block before a trained answer that the question alone never shows, so
+    training would score the block instead of the answer."""
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, enable_thinking=False)
+
+
 # A sentence ends at . ! or ? before a space, but not after an initial ("J. Smith", "Dr. No"), or at a line break.
 FIRST_SENTENCE_END = re.compile(r"(?<![A-Z])(?<!\b[A-Z][a-z])[.!?](?=\s)|\n")
 
@@ -75,7 +82,7 @@ def prefix_caches(model, prefix: list[int], copies: int) -> list[list] | None:
 
 def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[str]:
     """Answers for a batch of records, in order: greedy, or sampled at a temperature."""
-    prompts = [tokenizer.apply_chat_template(prompt_messages(r), add_generation_prompt=True) for r in records]
+    prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
     shared = shared_prefix(prompts)
     caches = prefix_caches(model, prompts[0][:shared], len(prompts))
     if caches is None:
@@ -110,7 +117,7 @@ def first_answer(text: str, short: bool) -> str:
 
 # On 2 CPU cores, 256 default records took 62 s in batches of 32, 54 s in 64, 62 s in 128, 74 s in 256.
 MAX_ANSWER_BATCH = 64
-# Peak memory grew by 2.3x the KV cache of one record's first 256 positions (mlx-lm grows caches in steps
+# Peak memory grew by 2.3x the cache of one record's first 256 positions (mlx-lm grows caches in steps
 # of 256) for every record added to a batch (SmolLM2-135M, float32: 27 MB a record).
 MEMORY_PER_KV = 2.3
 
@@ -125,17 +132,19 @@ def available_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
+def cache_bytes(model) -> int:
+    """One record's cache over its first 256 positions, read from the model's own caches after one token:
+    KV layers hold 256 positions then, sliding-window layers at most their window, convolution layers
+    their fixed state, whatever the architecture and the dtype it runs in."""
+    cache = make_prompt_cache(model)
+    model(mx.array([[0]]), cache=cache)
+    mx.eval([c.state for c in cache])
+    return sum(c.nbytes for c in cache)
+
+
 def answer_batch_size(model) -> int:
     """Records answered at once: as many as half the free memory holds, up to MAX_ANSWER_BATCH."""
-    args = getattr(model, "args", None)
-    if args is None:  # not an mlx-lm model class: no shape to size the cache from
-        return MAX_ANSWER_BATCH
-    heads = args.num_attention_heads
-    head_dim = getattr(args, "head_dim", None) or args.hidden_size // heads
-    kv_heads = getattr(args, "num_key_value_heads", None) or heads
-    itemsize = max(v.dtype.size for _, v in tree_flatten(model.layers[0].parameters()) if mx.issubdtype(v.dtype, mx.floating))
-    kv_bytes = len(model.layers) * 2 * kv_heads * head_dim * 256 * itemsize
-    return max(1, min(MAX_ANSWER_BATCH, int(available_memory() / 2 // (MEMORY_PER_KV * kv_bytes))))
+    return max(1, min(MAX_ANSWER_BATCH, int(available_memory() / 2 // (MEMORY_PER_KV * cache_bytes(model)))))
 
 
 def in_process(model, tokenizer) -> Answerer:

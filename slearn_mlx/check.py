@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from mlx_lm.utils import load_tokenizer
 
-from .answer import question_text, training_messages
+from .answer import chat_tokens, question_text, training_messages
 from .data import TOPIC_FIELDS, DataError, Record, describe_repeats, drop_repeats, input_shape, read_items
 
 
@@ -30,7 +30,7 @@ def token_lengths(records: list[Record], tokenizer) -> dict[str, list[int]]:
     return {
         "question": [len(tokenizer.encode(question_text(r), add_special_tokens=False)) for r in records],
         "answer": [len(tokenizer.encode(r.answer, add_special_tokens=False)) for r in records],
-        "training example": [len(tokenizer.apply_chat_template(training_messages(r, r.answer))) for r in records],
+        "training example": [len(chat_tokens(tokenizer, training_messages(r, r.answer))) for r in records],
     }
 
 

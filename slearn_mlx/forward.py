@@ -102,24 +102,39 @@ def body(model):
     return model.model
 
 
-def answer_logits(model, packed: Packed, plan: Plan) -> mx.array:
-    """(rows, answer, vocabulary) logits at the positions that predict the scored tokens."""
-    forward = body(model) if plan.head else model
-    cache = None
-    if packed.prefix is not None:
-        cache = [SharedPrefixCache() for _ in model.layers]
-        forward(packed.prefix[None], cache=cache)
-    out = forward(packed.inputs, cache=cache)
-    out = mx.take_along_axis(out, packed.positions[..., None], axis=1)
+def before_positions(model, plan: Plan):
+    """What runs over every position: the body when the plan projects only some, else the whole model."""
+    return body(model) if plan.head else model
+
+
+def logits_at(model, inputs: mx.array, positions: mx.array, plan: Plan, cache=None) -> mx.array:
+    """(rows, k, vocabulary) logits at k positions of each row of inputs, as the model's own forward
+    pass gives them; through its output step alone when the plan allows."""
+    out = before_positions(model, plan)(inputs, cache=cache)
+    out = mx.take_along_axis(out, positions[..., None], axis=1)
     return plan.head(out) if plan.head else out
 
 
+def answer_logits(model, packed: Packed, plan: Plan) -> mx.array:
+    """(rows, answer, vocabulary) logits at the positions that predict the scored tokens."""
+    cache = None
+    if packed.prefix is not None:
+        cache = [SharedPrefixCache() for _ in model.layers]
+        before_positions(model, plan)(packed.prefix[None], cache=cache)
+    return logits_at(model, packed.inputs, packed.positions, plan, cache)
+
+
 def candidate_head(model):
-    """The output step as most mlx-lm models write it: their own lm_head, or the tied embeddings."""
+    """The output step as most mlx-lm models write it: their own lm_head, or the tied embeddings
+    (lfm2 and tied gemma3 have no lm_head at all), divided by granite's logits_scaling."""
     if hasattr(model, "lm_head"):
-        return model.lm_head
-    embeddings = getattr(getattr(model, "model", None), "embed_tokens", None)
-    return getattr(embeddings, "as_linear", None)
+        project = model.lm_head
+    else:
+        project = getattr(getattr(getattr(model, "model", None), "embed_tokens", None), "as_linear", None)
+    scaling = getattr(model, "logits_scaling", None)
+    if project is None or scaling is None:
+        return project
+    return lambda hidden: project(hidden) / scaling
 
 
 def plan(model) -> Plan:

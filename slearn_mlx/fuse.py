@@ -2,8 +2,9 @@
 
 Built from mlx-lm's own pieces (`load` with the adapter, each LoRA layer's `fuse`, `save`,
 `convert_to_gguf`), the same ones `mlx_lm.fuse` uses. The fused model is always dequantized:
-the adapter was trained and evaluated on dequantized weights (on a CPU), and quantizing again
-after the merge can round away a small LoRA update; `mlx_lm.convert -q` re-quantizes the
+the adapter was trained on the dequantized weights (a CPU's default) or on the quantized ones
+(Metal), whose dequantized values are what the quantized kernels multiply by, and quantizing
+again after the merge can round away a small LoRA update; `mlx_lm.convert -q` re-quantizes the
 folder when wanted.
 """
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from .answer import FIRST_SENTENCE_END, question_text
+from .answer import FIRST_SENTENCE_END, chat_tokens, question_text
 from .data import DEFAULT_LETTERS, MCQ_OPTION, Record, choices_of
+from .forward import logits_at, plan
 
 ARTICLES = {"a", "an", "the"}
 WORD = re.compile(r"[^\W_]+")
@@ -425,7 +426,7 @@ def judge_messages(record: Record, response: str) -> list[dict]:
 
 
 def judge_prompt(tokenizer, record: Record, response: str) -> list[int]:
-    return tokenizer.apply_chat_template(judge_messages(record, response), add_generation_prompt=True)
+    return chat_tokens(tokenizer, judge_messages(record, response), True)
 
 
 def verdict_token_ids(tokenizer) -> tuple[list[int], list[int]]:
@@ -441,15 +442,6 @@ def verdict_token_ids(tokenizer) -> tuple[list[int], list[int]]:
 JUDGE_THRESHOLD = 0.5
 
 
-def last_logits(model, batch: mx.array, last: mx.array) -> mx.array:
-    """Logits at one position per row. The output projection at every position costs more than the
-    whole transformer for a 49k vocabulary, so llama-style models project only the verdict position."""
-    hidden = model.model(batch)[mx.arange(batch.shape[0]), last]
-    if getattr(model.args, "tie_word_embeddings", False):
-        return model.model.embed_tokens.as_linear(hidden)
-    return model.lm_head(hidden)
-
-
 def judge(model, tokenizer, items: list[tuple[Record, str]], threshold: float = JUDGE_THRESHOLD) -> list[Grade]:
     """P(correct) for each (record, response) from one right-padded forward pass."""
     if not items:
@@ -460,7 +452,9 @@ def judge(model, tokenizer, items: list[tuple[Record, str]], threshold: float = 
     # Right padding is safe without a mask: a causal model's logits at a position never see later tokens.
     batch = mx.array([p + [0] * (longest - len(p)) for p in prompts])
     last = mx.array([len(p) - 1 for p in prompts])
-    logits = last_logits(model, batch, last).astype(mx.float32)
+    # The verdict position alone goes through the output projection, which costs more than the whole
+    # transformer for a 49k vocabulary, by the model's own output step as plan() found it.
+    logits = logits_at(model, batch, last[:, None], plan(model))[:, 0].astype(mx.float32)
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     yes = mx.logsumexp(logprobs[:, yes_ids], axis=-1)
     no = mx.logsumexp(logprobs[:, no_ids], axis=-1)

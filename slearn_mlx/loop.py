@@ -34,7 +34,7 @@ from .artifacts import read_json, read_rows, write_atomic, write_json
 from .data import Record, assign_splits, default_dataset, load_records
 from .evaluate import Grader, accuracy_table, answer_and_grade, rows_for, sample_and_grade, score
 from .grade import JUDGE_THRESHOLD, JUDGED_KINDS, auto_grade, judge
-from .models import load_model, resolve_model, runs_on_cpu
+from .models import dequantizes, load_model, resolve_model
 from .html_report import render_html
 from .forward import plan
 from .probe import probe_batch
@@ -118,7 +118,7 @@ def versions() -> dict:
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "device": str(mx.default_device()),
-        "cpu_float32_dequantized": runs_on_cpu(),
+        "cpu_float32_dequantized": dequantizes(),
         "openblas": blas.loaded_openblas,
     }
 

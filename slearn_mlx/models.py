@@ -11,8 +11,9 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.tuner.utils import load_adapters
-from mlx_lm.utils import dequantize_model, load
+from mlx.utils import tree_flatten
+from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
+from mlx_lm.utils import _get_classes, dequantize_model, load
 
 from .gguf import import_gguf
 
@@ -104,8 +105,19 @@ def hub_snapshot(repo_id: str) -> Path:
         raise ModelError(f"{repo_id}: not in the Hugging Face cache and the hub is not reachable ({type(e).__name__})") from None
 
 
+# Set to 1, a CPU keeps quantized weights quantized and in their stored dtype, as Metal runs them: slow
+# (quantized and half-precision matmuls run at a few GFLOP/s on MLX's CPU backend), but it is how the
+# QLoRA training and quantized answering of a Mac are exercised where there is no Mac.
+KEEP_QUANTIZED_ENV = "SLEARN_MLX_KEEP_QUANTIZED"
+
+
 def runs_on_cpu() -> bool:
     return mx.default_device() == mx.cpu or not mx.metal.is_available()
+
+
+def dequantizes() -> bool:
+    """Whether load_model turns weights into float32: on a CPU, unless told to keep them as stored."""
+    return runs_on_cpu() and os.environ.get(KEEP_QUANTIZED_ENV) != "1"
 
 
 def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.Module, object]:
@@ -115,7 +127,7 @@ def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.M
         model, tokenizer = load(str(model_path), trust_remote_code=False)
     except (ValueError, FileNotFoundError) as e:
         raise ModelError(f"{model_path}: {e}") from None
-    if runs_on_cpu():
+    if dequantizes():
         # Quantized matmuls and half-precision matmuls run at a few GFLOP/s on MLX's CPU
         # backend; float32 goes through BLAS at 30x that. Metal keeps the quantized weights.
         model = dequantize_model(model)
@@ -124,3 +136,34 @@ def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.M
         model = load_adapters(model, str(adapter_path))
     model.eval()
     return model, tokenizer
+
+
+def architecture(model_config: dict) -> nn.Module:
+    """The model a config.json describes, built by mlx-lm without computing a weight (MLX is lazy):
+    its shapes, to count, at no cost in time or memory."""
+    name = model_config.get("model_type")
+    try:
+        model_class, args_class = _get_classes(model_config)
+    except ValueError:
+        raise ModelError(f"model type '{name}': mlx-lm {importlib.metadata.version('mlx-lm')} "
+                         "has no such architecture") from None
+    try:
+        return model_class(args_class.from_dict(model_config))
+    except (TypeError, KeyError, ValueError) as e:
+        raise ModelError(f"model type '{name}': mlx-lm cannot build it from this config.json ({e})") from None
+
+
+def lora_parameter_count(model_config: dict, layers: int, rank: int) -> int:
+    """Parameters the LoRA adapters of training add, counted on the architecture itself (mlx-lm's
+    linear_to_lora_layers on the last `layers` blocks); an architecture it adapts nothing in is refused."""
+    model = architecture(model_config)
+    model.freeze()
+    try:
+        linear_to_lora_layers(model, layers, {"rank": rank, "scale": 1.0, "dropout": 0.0})
+    except (AttributeError, ValueError):  # no blocks where mlx-lm looks, or layers it cannot convert
+        pass
+    count = sum(p.size for _, p in tree_flatten(model.trainable_parameters()))
+    if not count:
+        raise ModelError(f"model type '{model_config.get('model_type')}': mlx-lm's LoRA finds no layer to adapt "
+                         "in it, and slearn-mlx trains LoRA adapters only")
+    return count

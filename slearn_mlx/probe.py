@@ -14,7 +14,7 @@ import math
 
 import mlx.core as mx
 
-from .answer import prompt_messages, training_messages
+from .answer import chat_tokens, prompt_messages, training_messages
 from .data import Record
 from .forward import Plan, Span, answer_logits, pack, plan
 
@@ -24,8 +24,8 @@ BATCH = 64
 def target_span(tokenizer, record: Record, target: str, limit: int | None = None) -> Span:
     """Tokens of the question and target as training sees them; scored: the target's own tokens,
     the first `limit` of them when given (not the end-of-turn tokens the template adds)."""
-    prompt = tokenizer.apply_chat_template(prompt_messages(record), add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(training_messages(record, target))
+    prompt = chat_tokens(tokenizer, prompt_messages(record), True)
+    full = chat_tokens(tokenizer, training_messages(record, target))
     length = len(tokenizer.encode(target, add_special_tokens=False))
     return Span(full, len(prompt), len(prompt) + (min(length, limit) if limit else length))
 

@@ -47,6 +47,7 @@ from . import distributed
 from .artifacts import append_rows, read_json, write_json
 from .data import Record
 from .forward import Plan, answer_logits, pack, plan
+from .models import lora_parameter_count
 from .probe import score_spans, target_span
 
 log = logging.getLogger("slearn_mlx")
@@ -97,18 +98,8 @@ def lora_parameters(config: TrainConfig) -> dict:
 
 
 def adapter_disk_bytes(model_config: dict, config: TrainConfig) -> int:
-    """Disk a training writes: the kept adapter and a checkpoint with Adam's two moments (float32).
-
-    Counted for a llama-shaped block (attention and gated MLP on every linear layer), which is
-    what most mlx-lm models are; other shapes are at the same order of magnitude.
-    """
-    hidden, inner = model_config["hidden_size"], model_config["intermediate_size"]
-    heads = model_config["num_attention_heads"]
-    head_dim = model_config.get("head_dim") or hidden // heads
-    kv_heads = model_config.get("num_key_value_heads") or heads
-    per_block = 2 * (hidden + heads * head_dim) + 2 * (hidden + kv_heads * head_dim) + 3 * (hidden + inner)
-    blocks = min(config.lora_layers, model_config["num_hidden_layers"])
-    return per_block * config.lora_rank * blocks * 4 * 4
+    """Disk a training writes: the kept adapter and a checkpoint with Adam's two moments (float32)."""
+    return lora_parameter_count(model_config, config.lora_layers, config.lora_rank) * 4 * 4
 
 
 def ranks_batch_size(batch_size: int) -> int:

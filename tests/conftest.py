@@ -1,5 +1,7 @@
-"""Fixtures: a tiny random-weight llama and tokenizer built here, so most tests run in seconds."""
+"""Fixtures: a tiny random-weight llama and tokenizer built here, so most tests run in seconds; the
+builders make the other architectures of test_architectures.py too."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -9,7 +11,9 @@ import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
-from mlx_lm.models import llama
+from mlx_lm.generate import generate_step
+
+from slearn_mlx.answer import MAX_NEW_TOKENS, chat_tokens, first_answer, prompt_messages
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -37,32 +41,52 @@ TINY_CONFIG = {
 }
 
 
-def build_tokenizer(folder: Path) -> int:
-    """A byte-level BPE trained on a few sentences, with ChatML special tokens; returns its vocab size."""
+CHATML_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHATML_ROLES = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>",
+                "pad_token": "<|im_end|>"}
+
+
+def build_tokenizer(folder: Path, special_tokens: list[str] = CHATML_SPECIAL_TOKENS, roles: dict = CHATML_ROLES,
+                    chat_template: str = CHATML):
+    """A byte-level BPE trained on a few sentences, with a chat template and its special tokens (their ids
+    in the order given, from 0)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(CORPUS, trainer)
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|im_end|>", "chat_template": CHATML,
+        "tokenizer_class": "PreTrainedTokenizerFast", **roles, "chat_template": chat_template,
     }))
-    return tokenizer.get_vocab_size()
+    return tokenizer
+
+
+def build_model(folder: Path, config: dict, tokenizer, stop_tokens: list[str], seed: int = 0,
+                embedding_scale: float = 1.0, dropped: tuple[str, ...] = ()) -> Path:
+    """Random weights of any mlx-lm architecture, saved as a model folder beside its tokenizer.
+
+    embedding_scale multiplies the token embeddings: at 1, a tied-embedding model's next token is mostly
+    the last prompt token again (a line break, forever, which an answer strips to nothing).
+    `dropped` weights are left out, as a checkpoint with tied embeddings leaves out lm_head."""
+    stops = [tokenizer.token_to_id(t) for t in stop_tokens]
+    config = dict(config, vocab_size=tokenizer.get_vocab_size(), eos_token_id=stops[0] if len(stops) == 1 else stops)
+    architecture = importlib.import_module(f"mlx_lm.models.{config['model_type']}")
+    mx.random.seed(seed)
+    model = architecture.Model(architecture.ModelArgs.from_dict(config))
+    weights = {name: w * embedding_scale if "embed_tokens" in name else w
+               for name, w in tree_flatten(model.parameters()) if name not in dropped}
+    mx.save_safetensors(str(folder / "model.safetensors"), weights)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
 def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    config = dict(TINY_CONFIG, vocab_size=build_tokenizer(folder), eos_token_id=2)
-    mx.random.seed(seed)
-    model = llama.Model(llama.ModelArgs.from_dict(config))
-    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())))
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return build_model(folder, TINY_CONFIG, build_tokenizer(folder), ["<|im_end|>"], seed)
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +111,15 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 def qa_rows(n: int) -> list[dict]:
     return [{"question": f"What is item number {i}?", "answer": f"Item {i}"} for i in range(n)]
+
+
+def one_at_a_time(model, tokenizer, record) -> str:
+    """mlx-lm's own greedy decoding of one prompt, decoded whole as answer_batch decodes (mlx-lm's streaming
+    decoder writes a random model's stray bytes otherwise)."""
+    tokens = []
+    prompt = mx.array(chat_tokens(tokenizer, prompt_messages(record), True))
+    for token, _ in generate_step(prompt, model, max_tokens=MAX_NEW_TOKENS[record.kind]):
+        if token in tokenizer.eos_token_ids:
+            break
+        tokens.append(token)
+    return first_answer(tokenizer.decode(tokens), record.kind == "short")

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import mlx.core as mx
@@ -6,7 +7,10 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.utils import load, quantize_model, save_config, save_model
 
-from slearn_mlx.models import ModelError, load_model, models_dir, resolve_model
+from conftest import qa_rows, write_jsonl
+from slearn_mlx import models
+from slearn_mlx.loop import create_run, resolve_config
+from slearn_mlx.models import ModelError, load_model, lora_parameter_count, models_dir, resolve_model
 
 
 def test_a_model_folder_resolves_to_itself(tiny_model):
@@ -49,3 +53,26 @@ def test_quantized_weights_become_float32_on_the_cpu(tiny_model, tmp_path):
     quantized, _ = load(str(tmp_path))
     tokens = mx.array([[1, 5, 9, 20]])
     assert mx.allclose(loaded(tokens), quantized(tokens).astype(mx.float32), atol=1e-3).item()
+
+
+def test_a_model_type_mlx_lm_cannot_build_is_refused_before_the_run_starts(tiny_model, tmp_path):
+    folder = tmp_path / "unknown"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "no_such_architecture"}))
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(2))
+    with pytest.raises(ModelError, match="model type 'no_such_architecture': mlx-lm .* has no such architecture"):
+        create_run(resolve_config(str(data), str(folder)), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_architecture_lora_adapts_nothing_in_is_refused_naming_it(monkeypatch):
+    class NormsOnly(nn.Module):  # blocks without one linear layer
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.RMSNorm(8)]
+
+    monkeypatch.setattr(models, "architecture", lambda config: NormsOnly())
+    with pytest.raises(ModelError, match="model type 'norms_only': mlx-lm's LoRA finds no layer to adapt"):
+        lora_parameter_count({"model_type": "norms_only"}, 16, 8)
+
