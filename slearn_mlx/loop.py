@@ -116,7 +116,7 @@ def versions() -> dict:
         "platform": f"{platform.system()} {platform.machine()}",
         "device": str(mx.default_device()),
         "cpu_float32_dequantized": runs_on_cpu(),
-        "openblas": blas.loaded_openblas,
+        "blas": blas.loaded,
     }
 
 
