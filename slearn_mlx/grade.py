@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
+from mlx_lm.models.cache import KVCache, make_prompt_cache
 
-from .answer import question_text
+from .answer import question_text, shared_prefix
 from .data import Record
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -265,30 +266,70 @@ def verdict_token_ids(tokenizer) -> tuple[list[int], list[int]]:
 JUDGE_THRESHOLD = 0.5
 
 
-def last_logits(model, batch: mx.array, last: mx.array) -> mx.array:
+def last_logits(model, batch: mx.array, last: mx.array, cache: list | None = None) -> mx.array:
     """Logits at one position per row. The output projection at every position costs more than the
     whole transformer for a 49k vocabulary, so llama-style models project only the verdict position."""
-    hidden = model.model(batch)[mx.arange(batch.shape[0]), last]
+    hidden = model.model(batch, cache=cache)[mx.arange(batch.shape[0]), last]
     if getattr(model.args, "tie_word_embeddings", False):
         return model.model.embed_tokens.as_linear(hidden)
     return model.lm_head(hidden)
 
 
+# Prompts per forward pass. Batches of 8, 16, 32 and 64 judged 64 short answers equally fast within the
+# noise of a busy 2-core CPU (0.6 to 0.9 verdicts/s under a load average of 6 to 9); sorted by length,
+# a batch of 16 pads little.
+JUDGE_BATCH = 16
+
+
+def prefix_state(model, prefix: list[int]) -> list[tuple[mx.array, mx.array]] | None:
+    """Keys and values of the prompt prefix every item shares, computed once (None: nothing to share)."""
+    cache = make_prompt_cache(model)
+    if not prefix or not all(type(c) is KVCache for c in cache):  # a cache that cannot be copied by its arrays
+        return None
+    model.model(mx.array([prefix]), cache=cache)
+    return [(c.keys[..., : c.offset, :], c.values[..., : c.offset, :]) for c in cache]
+
+
+def batch_cache(state: list[tuple[mx.array, mx.array]], rows: int) -> list[KVCache]:
+    """A cache holding the shared prefix for each of `rows` prompts."""
+    caches = []
+    for keys, values in state:
+        cache = KVCache()
+        cache.state = (mx.repeat(keys, rows, axis=0), mx.repeat(values, rows, axis=0), keys.shape[2])
+        caches.append(cache)
+    return caches
+
+
 def judge(model, tokenizer, items: list[tuple[Record, str]], threshold: float = JUDGE_THRESHOLD) -> list[Grade]:
-    """P(correct) for each (record, response) from one right-padded forward pass."""
+    """P(correct) for each (record, response), from the next-token probabilities after its prompt.
+
+    The judge prompt is long and its first half (system prompt, instructions) the same for every item,
+    so that part is computed once and shared; the rest is run in batches of JUDGE_BATCH prompts of
+    similar length, right-padded (safe without a mask: a causal model's logits at a position never
+    see later tokens), so that little of the compute goes to padding."""
     if not items:
         return []
     yes_ids, no_ids = verdict_token_ids(tokenizer)
     prompts = [judge_prompt(tokenizer, record, response) for record, response in items]
-    longest = max(len(p) for p in prompts)
-    # Right padding is safe without a mask: a causal model's logits at a position never see later tokens.
-    batch = mx.array([p + [0] * (longest - len(p)) for p in prompts])
-    last = mx.array([len(p) - 1 for p in prompts])
-    logits = last_logits(model, batch, last).astype(mx.float32)
-    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    yes = mx.logsumexp(logprobs[:, yes_ids], axis=-1)
-    no = mx.logsumexp(logprobs[:, no_ids], axis=-1)
-    p_correct = mx.sigmoid(yes - no).tolist()
+    shared = shared_prefix(prompts)
+    state = prefix_state(model, prompts[0][:shared])
+    if state is None:
+        shared = 0
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    p_correct = [0.0] * len(prompts)
+    for start in range(0, len(order), JUDGE_BATCH):
+        rows = order[start : start + JUDGE_BATCH]
+        suffixes = [prompts[i][shared:] for i in rows]
+        longest = max(len(s) for s in suffixes)
+        batch = mx.array([s + [0] * (longest - len(s)) for s in suffixes])
+        last = mx.array([len(s) - 1 for s in suffixes])
+        cache = batch_cache(state, len(rows)) if state else None
+        logits = last_logits(model, batch, last, cache).astype(mx.float32)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        yes = mx.logsumexp(logprobs[:, yes_ids], axis=-1)
+        no = mx.logsumexp(logprobs[:, no_ids], axis=-1)
+        for i, p in zip(rows, mx.sigmoid(yes - no).tolist()):
+            p_correct[i] = p
     return [Grade(p >= threshold, "judge", p) for p in p_correct]
 
 
