@@ -7,7 +7,7 @@ This module has no imports of mlx on purpose: `slearn_mlx/__init__.py` runs it f
 
 SLEARN_MLX_BLAS names the choice: one of LIBRARIES, `reference` (the wheel's own BLAS, to
 measure what the others are worth) or `auto` (unset: the first of PREFERENCE installed here).
-Each library gets the thread settings in THREADS unless the user set that variable already.
+Each library gets the thread settings of `threads()` unless the user set that variable already.
 What was loaded, with which settings, and which library `cblas_sgemm` resolves to, is kept in
 `loaded` for versions.json. `python -m benchmarks.blas` measures the choices against each other.
 """
@@ -34,12 +34,13 @@ LIBRARIES = {
 # The Debian package that provides each library, for the hint when it is missing.
 PACKAGES = {"openblas": "libopenblas0-pthread", "openblas-openmp": "libopenblas0-openmp",
             "blis": "libblis4-pthread", "blis-openmp": "libblis4-openmp"}
+# OpenBLAS's pthread build was the fastest library measured here, in training and in answering; BLIS,
+# MKL and OpenBLAS's OpenMP build were slower on this CPU (README, "The BLAS").
 PREFERENCE = ["openblas"]
-THREADS: dict[str, dict[str, str]] = {}
 # The variables through which these libraries and their OpenMP runtimes read their thread settings.
 THREAD_VARIABLES = ("OPENBLAS_", "GOTO_", "OMP_", "GOMP_", "KMP_", "BLIS_", "MKL_")
 
-# {"choice", "library", "settings", "set_by_slearn_mlx", "cblas_sgemm"} once loaded; None otherwise.
+# {"choice", "library", "settings", "set_by_slearn_mlx", "load_average", "cblas_sgemm"} once loaded; None otherwise.
 loaded: dict | None = None
 
 
@@ -93,11 +94,30 @@ def chosen(environ=os.environ) -> tuple[str, str | None]:
     return PREFERENCE[0], None
 
 
-def apply_threads(choice: str, environ=os.environ) -> list[str]:
-    """Set the choice's thread settings the user has not set; return the names set here."""
-    ours = [k for k in THREADS.get(choice, {}) if k not in environ]
+def free_cores() -> int:
+    """Cores not already kept busy by other work, by the last minute's load average; at least one."""
+    return max(1, (os.cpu_count() or 1) - int(os.getloadavg()[0] + 0.5))
+
+
+# Where OpenBLAS's pthread build reads its thread count from, the first set winning: a user's setting of any stands.
+OPENBLAS_THREAD_COUNT = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def threads(choice: str, environ=os.environ) -> dict[str, str]:
+    """OpenBLAS threads: one per free core. Its threads spin while MLX's own thread works between
+    matrix products; on a machine busy with other work, a spinning thread takes a core from it, and
+    one thread measured as fast as two while using a third less CPU time (README, "The BLAS").
+    The other libraries keep their own defaults."""
+    if choice != "openblas" or any(name in environ for name in OPENBLAS_THREAD_COUNT):
+        return {}
+    return {"OPENBLAS_NUM_THREADS": str(free_cores())}
+
+
+def apply_threads(settings: dict[str, str], environ=os.environ) -> list[str]:
+    """Set the settings the user has not set; return the names set here."""
+    ours = [k for k in settings if k not in environ]
     for k in ours:
-        environ[k] = THREADS[choice][k]
+        environ[k] = settings[k]
     return ours
 
 
@@ -118,9 +138,9 @@ def preload() -> dict | None:
             print(f"slearn-mlx: {choice} not found, MLX will use its slow reference BLAS on this CPU; "
                   f"install it with: {install_hint(choice)}", file=sys.stderr)
         return None
-    ours = apply_threads(choice)  # before loading: the libraries read them once, when they start
+    ours = apply_threads(threads(choice))  # before loading: the libraries read them once, when they start
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     loaded = {"choice": choice, "library": path,
               "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith(THREAD_VARIABLES)},
-              "set_by_slearn_mlx": ours, "cblas_sgemm": sgemm_provider()}
+              "set_by_slearn_mlx": ours, "load_average": os.getloadavg()[0], "cblas_sgemm": sgemm_provider()}
     return loaded

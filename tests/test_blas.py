@@ -28,11 +28,22 @@ def test_auto_takes_the_first_preference_installed(monkeypatch):
     assert blas.chosen({}) == (blas.PREFERENCE[0], None)
 
 
-def test_thread_settings_fill_in_what_the_user_left_unset(monkeypatch):
-    monkeypatch.setitem(blas.THREADS, "openblas", {"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_THREAD_TIMEOUT": "4"})
+def test_thread_settings_fill_in_what_the_user_left_unset():
     environ = {"OPENBLAS_NUM_THREADS": "2"}
-    assert blas.apply_threads("openblas", environ) == ["OPENBLAS_THREAD_TIMEOUT"]
+    assert blas.apply_threads({"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_THREAD_TIMEOUT": "4"}, environ) == ["OPENBLAS_THREAD_TIMEOUT"]
     assert environ == {"OPENBLAS_NUM_THREADS": "2", "OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+@pytest.mark.parametrize("cpus, load, expected", [(2, 0.2, "2"), (2, 0.7, "1"), (2, 6.0, "1"), (8, 2.4, "6"), (1, 0.0, "1")])
+def test_openblas_gets_one_thread_per_core_other_work_leaves_free(monkeypatch, cpus, load, expected):
+    monkeypatch.setattr(blas.os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(blas.os, "getloadavg", lambda: (load, load, load))
+    assert blas.threads("openblas", {}) == {"OPENBLAS_NUM_THREADS": expected}
+    assert blas.threads("mkl", {}) == {}
+
+
+def test_a_users_omp_num_threads_is_what_openblas_reads_so_it_stands():
+    assert blas.threads("openblas", {"OMP_NUM_THREADS": "2"}) == {}
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or not blas.find("openblas"), reason="OpenBLAS preloads on Linux only")
