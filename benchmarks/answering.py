@@ -49,14 +49,14 @@ def answer_all(variant: str, records, model_name: str | None) -> list[str]:
 
 def worker(variant: str, data: str, limit: int, model_name: str | None) -> None:
     from slearn_mlx.answer import by_length
-    from slearn_mlx.blas import loaded_openblas
+    from slearn_mlx import blas
     from slearn_mlx.data import load_records
 
     records = by_length(load_records(Path(data))[:limit])
     start = time.perf_counter()
     answers = answer_all(variant, records, model_name)
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "records": len(answers), "openblas": loaded_openblas}))
+    print(json.dumps({"seconds": seconds, "records": len(answers), "blas": blas.loaded}))
 
 
 def main():

@@ -1,6 +1,7 @@
 """How far each grader agrees with reference labels on real model answers, and how fast it is.
 
     python -m benchmarks.grading [--answers benchmarks/answers.jsonl] [--per-set 200]
+    python -m benchmarks.grading --judge-speed 200 [--judge-scores FILE]
 
 The answers are generated once by benchmarks/answers.py (SmolLM2-135M-Instruct, greedy, as the
 loop's diagnosis asks) and kept in a file, so every run grades the same answers. The reference
@@ -9,6 +10,7 @@ threshold chosen on one set and is checked on another.
 """
 
 import argparse
+import json
 import random
 import re
 import time
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
 from slearn_mlx.data import Record, load_records
 from slearn_mlx.grade import (
-    JUDGED_KINDS, LONG_THRESHOLD, alias_contains, auto_grade, choices_of, exact_match, judge, long_overlap,
+    JUDGE_THRESHOLD, JUDGED_KINDS, LONG_THRESHOLD, alias_contains, auto_grade, choices_of, exact_match, judge, long_overlap,
     normalize, references, says, token_f1,
 )
 from slearn_mlx.models import load_model, resolve_model
@@ -42,7 +44,7 @@ THRESHOLD_SETS = {"short": ("trivia_mixed", ["vera_acronyms"]),
                   "long": ("foldoc_pairs:a", ["foldoc_pairs:b"])}
 KIND_OF_SET = {"trivia_mixed": "short", "vera_acronyms": "short", "mmlu_clinical": "mcq", "quartz_science": "mcq",
                "fcc_amateur_extra": "mcq", "foldoc_pairs:a": "long", "foldoc_pairs:b": "long"}
-JUDGE_BATCH = 16
+JUDGE_CALL = 64  # items per call of the judge: what the loop hands it, one answer batch
 
 
 @dataclass
@@ -147,11 +149,11 @@ def rule_graders(kind: str) -> dict[str, Callable[[str, Record], bool]]:
 
 
 def judge_scores(model, tokenizer, items: list[Item]) -> tuple[list[float], float]:
-    """P(correct) for every item, batched as the loop batches it, and the seconds it took."""
+    """P(correct) for every item, in calls as the loop makes them, and the seconds it took."""
     start = time.perf_counter()
     scores = []
-    for i in range(0, len(items), JUDGE_BATCH):
-        batch = items[i : i + JUDGE_BATCH]
+    for i in range(0, len(items), JUDGE_CALL):
+        batch = items[i : i + JUDGE_CALL]
         scores += [g.score for g in judge(model, tokenizer, [(it.record, it.response) for it in batch])]
     return scores, time.perf_counter() - start
 
@@ -176,6 +178,31 @@ def print_table(rows: list[dict]) -> None:
               f"{fmt(r['per_second'], 0)} |")
 
 
+def judge_speed(answers_path: Path, count: int, scores_path: Path | None) -> None:
+    """The judge alone on the first `count` short answers (half trivia_mixed, half vera_acronyms): verdicts/s,
+    and, with a file of scores from another build, how many verdicts differ, so a faster judge is shown to
+    be the same judge."""
+    by_set = answered(answers_path)
+    items = []
+    for name in ("trivia_mixed", "vera_acronyms"):
+        records = {r.id: r for r in load_records(DATASETS / f"{name}.jsonl")}
+        items += [Item(records[i], row["response"], None) for i, row in sorted(by_set[name].items())][: count // 2]
+    model, tokenizer = load_model(resolve_model(None))
+    judge(model, tokenizer, [(i.record, i.response) for i in items[:2]])  # first-call set-up out of the timing
+    scores, seconds = judge_scores(model, tokenizer, items)
+    print(f"judge on {len(items)} short answers, calls of {JUDGE_CALL}: {seconds:.1f} s, {len(items) / seconds:.2f} verdicts/s")
+    if scores_path is None:
+        return
+    if not scores_path.exists():
+        scores_path.write_text(json.dumps(scores))
+        print(f"scores written to {scores_path}")
+        return
+    other = json.loads(scores_path.read_text())[: len(scores)]
+    flipped = sum((a >= JUDGE_THRESHOLD) != (b >= JUDGE_THRESHOLD) for a, b in zip(scores, other))
+    print(f"against {scores_path}: {flipped} of {len(other)} verdicts differ at {JUDGE_THRESHOLD}, "
+          f"largest score difference {max(abs(a - b) for a, b in zip(scores, other)):.2e}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--answers", type=Path, default=ANSWERS)
@@ -183,7 +210,13 @@ def main():
     parser.add_argument("--judge-on", nargs="*", choices=list(THRESHOLD_SETS), default=["short"],
                         help="Kinds to run the judge on [default: short; at ~0.2 verdicts/s on a 2-core CPU, "
                              "mcq and long prompts take an hour]; none for rules only.")
+    parser.add_argument("--judge-speed", type=int, metavar="N",
+                        help="Only time the judge on N short answers (no agreement table).")
+    parser.add_argument("--judge-scores", type=Path, metavar="FILE",
+                        help="With --judge-speed: write the scores to FILE, or compare with the scores in it.")
     args = parser.parse_args()
+    if args.judge_speed:
+        return judge_speed(args.answers, args.judge_speed, args.judge_scores)
     generate(args.answers, args.per_set)  # a no-op once the file holds every answer
     items = load_items(args.answers)
     print(f"answers: {args.answers} (SmolLM2-135M-Instruct, greedy)\n\n{REFERENCE_LABELS}\n")
@@ -212,7 +245,7 @@ def main():
         for kind in args.judge_on:
             sets = [n for n, k in KIND_OF_SET.items() if k == kind]
             rate = sum(len(items[n]) for n in sets) / sum(seconds[n] for n in sets)
-            print(f"judge throughput on {kind} answers: {rate:.2f} verdicts/s (batches of {JUDGE_BATCH})")
+            print(f"judge throughput on {kind} answers: {rate:.2f} verdicts/s (calls of {JUDGE_CALL})")
     print_table(rows)
 
     credited = {grader: sum(grade(i.response, i.record) for i in items["foldoc_answers"])

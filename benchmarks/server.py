@@ -62,7 +62,7 @@ def main():
     model_path = resolve_model(args.model)
     port = free_port()
     # The server gets the fast BLAS this process has (blas.py), so the comparison is of the serving only.
-    env = {**environ, "LD_PRELOAD": blas.loaded_openblas} if blas.loaded_openblas else None
+    env = {**environ, "LD_PRELOAD": blas.loaded["library"]} if blas.loaded else None
     proc = subprocess.Popen([sys.executable, "-m", "mlx_lm", "server", "--model", str(model_path),
                              "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

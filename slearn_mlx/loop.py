@@ -119,7 +119,7 @@ def versions() -> dict:
         "platform": f"{platform.system()} {platform.machine()}",
         "device": str(mx.default_device()),
         "cpu_float32_dequantized": dequantizes(),
-        "openblas": blas.loaded_openblas,
+        "blas": blas.loaded,
     }
 
 

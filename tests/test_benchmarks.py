@@ -10,7 +10,7 @@ from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx.artifacts import read_json
 
 
-@pytest.mark.parametrize("name", ["answering", "answers", "diagnosis", "grading", "server", "settings"])
+@pytest.mark.parametrize("name", ["answering", "answers", "blas", "diagnosis", "grading", "peers", "server", "settings"])
 def test_benchmark_modules_import(name):
     importlib.import_module(f"benchmarks.{name}")
 

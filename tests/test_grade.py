@@ -262,6 +262,25 @@ def test_judge_batched_equals_one_at_a_time(tiny_model):
         assert a.score == pytest.approx(b.score, abs=1e-4)
 
 
+def test_judge_reads_what_a_plain_forward_pass_of_each_prompt_reads(tiny_model, monkeypatch):
+    """The shared prefix, the sorting and the padded batches change no probability: batches of 2
+    over prompts of five lengths, against the whole model run on each prompt alone."""
+    import mlx.core as mx
+
+    from slearn_mlx import grade
+    from slearn_mlx.models import load_model
+
+    monkeypatch.setattr(grade, "JUDGE_BATCH", 2)
+    model, tokenizer = load_model(tiny_model)
+    items = [(LONG, "RAM " * n) for n in (9, 1, 5, 3, 7)]
+    yes_ids, no_ids = grade.verdict_token_ids(tokenizer)
+    for (record, response), got in zip(items, judge(model, tokenizer, items)):
+        logits = model(mx.array([grade.judge_prompt(tokenizer, record, response)]))[0, -1]
+        logprobs = logits - mx.logsumexp(logits)
+        expected = mx.sigmoid(mx.logsumexp(logprobs[yes_ids]) - mx.logsumexp(logprobs[no_ids])).item()
+        assert got.score == pytest.approx(expected, abs=1e-5)
+
+
 def test_judge_threshold_decides_from_the_probability(tiny_model):
     from slearn_mlx.models import load_model
 

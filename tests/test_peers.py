@@ -1,0 +1,28 @@
+"""benchmarks.peers: says what is missing and stops without torch; with it, both sides compute the same loss."""
+
+import pytest
+
+from benchmarks import peers
+
+
+def test_without_the_peers_it_says_so_and_measures_nothing(monkeypatch, capsys):
+    monkeypatch.setattr(peers, "find_spec", lambda name: None if name == "torch" else object())
+    monkeypatch.setattr(peers, "prepare", lambda *a: pytest.fail("prepared work without torch"))
+    peers.main([])
+    assert "torch not installed, nothing measured" in capsys.readouterr().out
+
+
+def test_torch_trains_from_the_loss_mlx_computes_on_the_same_weights(tiny_model):
+    pytest.importorskip("peft")
+    import mlx.core as mx
+    from mlx_lm.tuner.trainer import default_loss
+
+    from slearn_mlx.models import load_model
+
+    examples = [([1, 5, 9, 14, 20, 33, 2], 3), ([1, 7, 8, 2], 2), ([1, 40, 41, 42, 43, 44, 45, 46, 2], 5)] * 3
+    batch, lengths = peers.first_batch(examples)
+    model, _ = load_model(tiny_model)
+    expected = default_loss(model, mx.array(batch), mx.array(lengths))[0].item()
+    result = peers.torch_train(tiny_model, {"train": examples}, threads=1)
+    assert result["first_loss"] == pytest.approx(expected, rel=1e-4)
+    assert result["per_second"] > 0
