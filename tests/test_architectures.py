@@ -215,5 +215,6 @@ def test_the_fused_model_computes_base_plus_adapter(family_model, family_run, tm
     adapted, _ = load(str(model_dir), adapter_path=str(family_run / "adapter"))
     fused, _ = load(str(tmp_path / "fused"))
     base, _ = load(str(model_dir))
-    assert mx.allclose(fused(tokens), adapted(tokens), atol=1e-4).item()
+    # float32 rounding of W + scale * B A against the two apart reached 1.0e-4 (qwen2); training moved logits by 0.3 or more
+    assert mx.allclose(fused(tokens), adapted(tokens), atol=1e-3).item()
     assert not mx.allclose(base(tokens), adapted(tokens), atol=1e-3).item()  # training changed something
