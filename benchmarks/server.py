@@ -10,7 +10,6 @@ weights as stored, and quantized weights are slow on MLX's CPU backend.
 """
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from benchmarks import print_provenance
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 from slearn_mlx import blas
+from slearn_mlx.distributed import free_port
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
 from slearn_mlx.evaluate import answer_and_grade
@@ -29,11 +29,6 @@ from slearn_mlx.grade import auto_grade
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.server import Backend, answerer
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until_up(proc, port: int, timeout: float = 300) -> None:

@@ -14,8 +14,9 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from . import distributed
 from .artifacts import write_atomic, write_json
-from .loop import RunConfig, adapt, create_run, finished_stages, mark_finished
+from .loop import RunConfig, adapt, create_run, finished_stages, write_stage
 
 ACCURACY_COLUMNS = ("whole_set", "known", "unknown", "held_out")
 
@@ -31,15 +32,14 @@ def share_stages(source: Path, run_dir: Path) -> None:
         if stage in finished_stages(run_dir) or stage not in done or source == run_dir:
             continue
         shutil.copy(source / file, run_dir / file)
-        facts = {k: v for k, v in done[stage].items() if k != "shared_from"}
-        mark_finished(run_dir, stage, facts.pop("seconds"), shared_from=str(source), **facts)
+        write_stage(run_dir, stage, {**done[stage], "shared_from": str(source)})
 
 
 def adapt_sharing_diagnosis(config: RunConfig, run_dir: Path, source: Path, force: bool = False) -> dict:
     """The whole loop in run_dir, starting from the diagnosis and restatements made in source (or made
     here if source is run_dir)."""
-    create_run(config, run_dir, force)
-    share_stages(source, run_dir)
+    distributed.on_main(create_run, config, run_dir, force)
+    distributed.on_main(share_stages, source, run_dir)
     return adapt(config, run_dir)
 
 
@@ -77,10 +77,14 @@ def bench(config: RunConfig, policies: list[str], bench_dir: Path, force: bool =
             "seconds": method_seconds(run_config, metrics["stages"]),
             "accuracy": accuracies(metrics, "after"),
         })
+    distributed.on_main(write_results, rows, bench_dir)
+    return rows
+
+
+def write_results(rows: list[dict], bench_dir: Path) -> None:
     write_json(bench_dir / "bench.json", rows)
     write_atomic(bench_dir / "bench.md", render_table(rows))
     plot(rows, bench_dir / "bench.png")
-    return rows
 
 
 def percent(accuracy: float | None) -> str:

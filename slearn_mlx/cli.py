@@ -158,6 +158,18 @@ def print_summary(metrics: dict) -> None:
     click.echo(f"  time: {times}, total {metrics['total_seconds']:.0f}s")
 
 
+def processes_option(command):
+    """--processes: the command runs as that many ranks on this machine, started here through mlx.launch."""
+    def callback(ctx, param, processes):
+        if processes > 1 and distributed.size() == 1:
+            sys.exit(distributed.launch_here(processes, sys.argv[1:]))
+        return processes
+
+    return click.option("--processes", type=click.IntRange(1), default=1, show_default=True, expose_value=False,
+                        callback=callback, help="Run as this many processes on this machine, each answering and "
+                                                "training its share (mlx.launch on loopback, one BLAS thread each).")(command)
+
+
 @click.group()
 def cli():
     """Adapt a small language model to a domain by training on what it does not know yet (SLearnLLM)."""
@@ -165,6 +177,7 @@ def cli():
 
 @cli.command()
 @run_options
+@processes_option
 def adapt(**options):
     """Run the whole loop on DATA (default: the bundled dataset): diagnose, select, train, evaluate."""
     run_dir = start_run(**options)
@@ -173,6 +186,7 @@ def adapt(**options):
 
 @cli.command()
 @run_options
+@processes_option
 @click.option("--export-unknown", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the records it answered wrongly to this JSONL file, in the input's own format.")
 def diagnose(export_unknown, **options):
@@ -235,6 +249,7 @@ def evaluate(run):
 @click.option("--policies", default="all,unknown,replay", show_default=True,
               help="Comma-separated policies to compare; add slick to include SliCK, whose sampling "
                    "answers every training record --slick-samples more times.")
+@processes_option
 def bench(policies, out, force, config_file, **options):
     """Compare selection policies on DATA with the same model, seed and splits (the paper's experiment)."""
     names = [p.strip() for p in policies.split(",") if p.strip()]

@@ -1,13 +1,19 @@
 """Several processes on one run folder, started by `mlx.launch` (MLX's own distributed runtime).
 
 Every rank answers its share of the records (every Nth, of the records left to answer) and
-trains data-parallel through mlx-lm's trainer, which averages gradients over the ranks.
+trains data-parallel (train.py splits each batch and averages gradients over the ranks).
 Only rank 0 writes the shared run files; the other ranks wait for it at a barrier, so every
 rank reads the same files afterwards. The run folder must be at the same path on every host
 (a shared filesystem). Outside mlx.launch the world is one process and all this is a no-op.
+`launch_here` starts the same command as several ranks on this machine, one BLAS thread each.
 """
 
+import os
+import socket
+import subprocess
+import sys
 from functools import cache
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -58,3 +64,22 @@ def on_main(fn, *args, **kwargs) -> None:
     if is_main():
         fn(*args, **kwargs)
     barrier()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_here(processes: int, argv: list[str]) -> int:
+    """Run `python -m slearn_mlx ARGV` as `processes` ranks on this machine through mlx.launch's ring
+    backend over loopback, and return its exit status. Each rank gets one BLAS thread, unless the user
+    set the count: the ranks, not the BLAS's threads, keep the cores busy."""
+    env = dict(os.environ)
+    if not any(name in env for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")):
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    launcher = Path(sys.executable).with_name("mlx.launch")
+    command = [str(launcher), "-n", str(processes), "--backend", "ring", "--starting-port", str(free_port()),
+               "--", sys.executable, "-m", "slearn_mlx", *argv]
+    return subprocess.call(command, env=env)

@@ -32,7 +32,7 @@ from . import __version__, blas, distributed, server
 from .answer import in_process
 from .artifacts import read_json, read_rows, write_atomic, write_json
 from .data import Record, assign_splits, default_dataset, load_records
-from .evaluate import Grader, accuracy_table, answer_and_grade, rows_for, sample_and_grade, score
+from .evaluate import Grader, accuracy_table, answer_and_grade, rows_for, sample_and_grade
 from .grade import JUDGE_THRESHOLD, JUDGED_KINDS, auto_grade, judge
 from .models import dequantizes, load_model, resolve_model
 from .html_report import render_html
@@ -188,17 +188,19 @@ def finished_stages(run_dir: Path) -> dict:
     return read_json(path) if path.exists() else {}
 
 
+def write_stage(run_dir: Path, stage: str, facts: dict) -> None:
+    """Record a finished stage in stages.json (rank 0's job)."""
+    stages = finished_stages(run_dir)
+    stages[stage] = facts
+    write_json(run_dir / "stages.json", stages)
+
+
 def mark_finished(run_dir: Path, stage: str, seconds: float, **facts) -> None:
     # MLX's peak since the last stage finished: this stage's model, caches and activations.
     peak = round(mx.get_peak_memory() / 1e6, 1)
     mx.reset_peak_memory()
-
-    def write():
-        stages = finished_stages(run_dir)
-        stages[stage] = {"seconds": round(seconds, 2), "peak_memory_mb": peak, **facts}
-        write_json(run_dir / "stages.json", stages)
-
-    distributed.on_main(write)
+    distributed.on_main(write_stage, run_dir, stage, {"seconds": round(seconds, 2), "peak_memory_mb": peak,
+                                                      "ranks": distributed.size(), **facts})
 
 
 def make_grader(config: RunConfig, loaded=None) -> Grader:

@@ -2,15 +2,11 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import mlx.core as mx
 
 from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx.artifacts import read_json, read_rows
-from test_server import free_port
-
-MLX_LAUNCH = Path(sys.executable).with_name("mlx.launch")
 
 
 def test_two_ranks_adapt_like_one_process(tiny_model, tmp_path):
@@ -19,11 +15,10 @@ def test_two_ranks_adapt_like_one_process(tiny_model, tmp_path):
              "--batch-size", "4", "--validation", "0", "--answer-batch-size", "4"]
     subprocess.run([*adapt, "--out", str(tmp_path / "one")], cwd=REPO, check=True, capture_output=True, timeout=300)
     for attempt in range(2):
-        # The ring backend takes two ports from the one given; on a busy machine another process can
-        # take the second between our choice and its bind, so a failed launch is tried once more.
-        launch = [str(MLX_LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(free_port()), "--"]
-        two = subprocess.run([*launch, *adapt, "--out", str(tmp_path / "two")], cwd=REPO, capture_output=True,
-                             text=True, timeout=300)
+        # --processes 2 starts the same command under mlx.launch's ring backend, which takes two ports from a
+        # free one; on a busy machine another process can take the second before it binds, so try once more.
+        two = subprocess.run([*adapt, "--processes", "2", "--out", str(tmp_path / "two")], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
         if two.returncode == 0:
             break
     assert two.returncode == 0, two.stderr[-2000:]
@@ -35,7 +30,8 @@ def test_two_ranks_adapt_like_one_process(tiny_model, tmp_path):
         assert len(rows) == len({row["id"] for row in rows})
         # Greedy answers do not depend on which rank, or which batch, a record was answered in.
         assert sorted(rows, key=lambda r: r["id"]) == sorted(read_rows(one_dir / name), key=lambda r: r["id"]), name
-    assert read_json(two_dir / "stages.json")["train"]["batch_size"] == 4
+    stages = read_json(two_dir / "stages.json")
+    assert stages["train"]["batch_size"] == 4 and {facts["ranks"] for facts in stages.values()} == {2}
     # Each rank takes 2 of every batch of 4 and mlx-lm averages the ranks' gradients, each the mean over
     # its own answer tokens; one process takes the mean over all of them. The two agree when the ranks'
     # token counts do, as nearly here ("Item N" answers); they would differ a little otherwise.

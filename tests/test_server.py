@@ -3,7 +3,6 @@ and through a scripted fake server on 127.0.0.1 for what a real one does rarely 
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, qa_rows, write_jsonl
+from slearn_mlx.distributed import free_port
 from slearn_mlx.answer import first_answer
 from slearn_mlx.artifacts import read_rows
 from slearn_mlx.cli import cli
@@ -27,11 +27,6 @@ from slearn_mlx.server import (
     ATTEMPTS, Backend, ServerError, answer_batch_openai, check_server, complete, judge_openai, verdict,
 )
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
