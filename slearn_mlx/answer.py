@@ -23,6 +23,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
 from .data import Record
+from .forward import shared_prefix
 
 # New-token budgets per kind: enough for the answer, not for an essay.
 MAX_NEW_TOKENS = {"short": 32, "mcq": 16, "long": 128}
@@ -61,15 +62,6 @@ def chat_tokens(tokenizer, messages: list[dict], add_generation_prompt: bool = F
 FIRST_SENTENCE_END = re.compile(r"(?<![A-Z])(?<!\b[A-Z][a-z])[.!?](?=\s)|\n")
 
 
-def shared_prefix(prompts: list[list[int]]) -> int:
-    """How many leading tokens all prompts share, leaving each at least one of its own to prefill."""
-    shortest = min(len(p) for p in prompts)
-    n = 0
-    while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
-        n += 1
-    return n
-
-
 def prefix_caches(model, prefix: list[int], copies: int) -> list[list] | None:
     """The KV cache of a prefix, computed once, copied for each record (None: nothing to share)."""
     cache = make_prompt_cache(model)
@@ -83,7 +75,7 @@ def prefix_caches(model, prefix: list[int], copies: int) -> list[list] | None:
 def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[str]:
     """Answers for a batch of records, in order: greedy, or sampled at a temperature."""
     prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
-    shared = shared_prefix(prompts)
+    shared = shared_prefix(prompts)  # each prompt keeps a token of its own to prefill
     caches = prefix_caches(model, prompts[0][:shared], len(prompts))
     if caches is None:
         shared = 0

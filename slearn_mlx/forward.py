@@ -47,7 +47,7 @@ class Plan:
     share_prefix: bool
 
 
-def shared_prefix_length(rows: list[list[int]]) -> int:
+def shared_prefix(rows: list[list[int]]) -> int:
     """How many leading tokens all rows share, leaving each at least one of its own."""
     shortest = min(len(r) for r in rows)
     n = 0
@@ -58,7 +58,7 @@ def shared_prefix_length(rows: list[list[int]]) -> int:
 
 def pack(spans: list[Span], share_prefix: bool = True) -> Packed:
     # The prefix stops before every row's first predictor (start - 1), so each row has one.
-    shared = shared_prefix_length([s.tokens[:s.start] for s in spans]) if share_prefix else 0
+    shared = shared_prefix([s.tokens[:s.start] for s in spans]) if share_prefix else 0
     shared = shared if shared >= MIN_SHARED_PREFIX else 0
     length = max(s.end - 1 - shared for s in spans)
     answer = max(s.end - s.start for s in spans)
