@@ -72,8 +72,11 @@ def prefix_caches(model, prefix: list[int], copies: int) -> list[list] | None:
     return [copy.deepcopy(cache) for _ in range(copies)]
 
 
-def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[str]:
-    """Answers for a batch of records, in order: greedy, or sampled at a temperature."""
+def generate_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[tuple[str, list[int]]]:
+    """(answer, the tokens the model said it in) for a batch of records, in order: greedy, or sampled
+    at a temperature. The tokens are kept because the tokenizer may split the same text otherwise
+    ("MVD" as M, VD where the model said M, V, D), and the check after a training epoch asks whether
+    the model would say exactly them again."""
     prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
     shared = shared_prefix(prompts)  # each prompt keeps a token of its own to prefill
     caches = prefix_caches(model, prompts[0][:shared], len(prompts))
@@ -98,7 +101,20 @@ def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0
         if finished:
             generator.remove(finished)
     generator.close()
-    return [first_answer(tokenizer.decode(tokens[uid]), uid in short) for uid in uids]
+    return [said(tokenizer, tokens[uid], uid in short) for uid in uids]
+
+
+def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[str]:
+    """Answers for a batch of records, in order: greedy, or sampled at a temperature."""
+    return [text for text, _ in generate_batch(model, tokenizer, records, temperature)]
+
+
+def said(tokenizer, tokens: list[int], short: bool) -> tuple[str, list[int]]:
+    """The answer a model's tokens give, and the tokens that say exactly it ([] when the answer ends
+    inside a token)."""
+    text = first_answer(tokenizer.decode(tokens), short)
+    end = next((k for k in range(len(tokens), 0, -1) if tokenizer.decode(tokens[:k]).strip() == text), 0)
+    return text, tokens[:end]
 
 
 def first_answer(text: str, short: bool) -> str:
@@ -139,12 +155,16 @@ def answer_batch_size(model) -> int:
     return max(1, min(MAX_ANSWER_BATCH, int(available_memory() / 2 // (MEMORY_PER_KV * cache_bytes(model)))))
 
 
-def in_process(model, tokenizer) -> Answerer:
+def generate(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[tuple[str, list[int]]]:
+    """generate_batch over any number of records, in batches as large as memory allows."""
     size = answer_batch_size(model)
+    return [pair for i in range(0, len(records), size)
+            for pair in generate_batch(model, tokenizer, records[i : i + size], temperature)]
 
+
+def in_process(model, tokenizer) -> Answerer:
     def answer(records: list[Record], temperature: float = 0.0) -> list[str]:
-        return [text for i in range(0, len(records), size)
-                for text in answer_batch(model, tokenizer, records[i : i + size], temperature)]
+        return [text for text, _ in generate(model, tokenizer, records, temperature)]
     return answer
 
 

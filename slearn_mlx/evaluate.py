@@ -20,14 +20,18 @@ from .grade import Grade
 Grader = Callable[[list[Record], list[str]], list[Grade]]
 
 
-def score(answer: Answerer, records: list[Record], grade: Grader) -> list[dict]:
-    """Rows {id, response, correct, grader, score, unsure} for one batch of records."""
-    responses = answer(records, 0.0)
+def graded(records: list[Record], responses: list[str], grade: Grader) -> list[dict]:
+    """Rows {id, response, correct, grader, score, unsure} of responses to records."""
     return [
         {"id": r.id, "response": resp, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4),
          "unsure": g.unsure}
         for r, resp, g in zip(records, responses, grade(records, responses))
     ]
+
+
+def score(answer: Answerer, records: list[Record], grade: Grader) -> list[dict]:
+    """Rows {id, response, correct, grader, score, unsure} for one batch of records."""
+    return graded(records, answer(records, 0.0), grade)
 
 
 def rank_file(out_path: Path, rank: int) -> Path:

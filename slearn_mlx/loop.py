@@ -29,10 +29,10 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__, blas, distributed, server
-from .answer import in_process
+from .answer import generate, in_process
 from .artifacts import read_json, read_rows, write_atomic, write_json
 from .data import Record, assign_splits, default_dataset, load_records
-from .evaluate import Grader, accuracy_table, answer_and_grade, rows_for, sample_and_grade
+from .evaluate import Grader, accuracy_table, answer_and_grade, graded, rows_for, sample_and_grade
 from .grade import JUDGE_THRESHOLD, JUDGED_KINDS, auto_grade, judge
 from .models import dequantizes, load_model, resolve_model
 from .html_report import render_html
@@ -324,10 +324,13 @@ def answer_check(run: Run, model, tokenizer, grade: Grader):
     check cut short by a kill resume: the epoch is trained again to the same weights from its start."""
     validation = run.records_in("validation")
 
+    def scorer(batch: list[Record]) -> list[dict]:
+        texts, tokens = zip(*generate(model, tokenizer, batch))
+        return [{**row, "tokens": said} for row, said in zip(graded(batch, list(texts), grade), tokens)]
+
     def answer(records: list[Record], epoch: int) -> tuple[list[dict], dict]:
-        rows = answer_and_grade(in_process(model, tokenizer), records + validation,
-                                run.dir / "adapter" / f"check-epoch{epoch}.jsonl", grade,
-                                run.config.answer_batch_size, f"check epoch {epoch}")
+        rows = rows_for(records + validation, run.dir / "adapter" / f"check-epoch{epoch}.jsonl",
+                        run.config.answer_batch_size, f"check epoch {epoch}", scorer)
         guarded = rows[len(records):]
         return rows[:len(records)], {"validation_accuracy": sum(r["correct"] for r in guarded) / len(guarded)
                                      if guarded else None}

@@ -30,6 +30,12 @@ def target_span(tokenizer, record: Record, target: str, limit: int | None = None
     return Span(full, len(prompt), len(prompt) + (min(length, limit) if limit else length))
 
 
+def said_span(tokenizer, record: Record, tokens: list[int], limit: int | None = None) -> Span:
+    """The question and an answer in the tokens the model said it in; scored: those tokens (the first `limit`)."""
+    prompt = chat_tokens(tokenizer, prompt_messages(record), True)
+    return Span(prompt + tokens, len(prompt), len(prompt) + (min(len(tokens), limit) if limit else len(tokens)))
+
+
 def score_spans(model, spans: list[Span], forward: Plan) -> list[tuple[float, bool]]:
     """(mean log-probability of the scored tokens, greedy decoding gives exactly them) per span."""
     order = sorted(range(len(spans)), key=lambda i: len(spans[i].tokens))  # little padding per batch

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from .answer import Answerer
 from .data import Record
-from .evaluate import Grader
+from .evaluate import Grader, graded
 from .grade import reference_text
 
 HINT = "The correct answer is: {}. Answer the question in your usual way."
@@ -26,11 +26,9 @@ def hinted(record: Record) -> Record:
 
 
 def restate(answer: Answerer, grade: Grader, records: list[Record]) -> list[dict]:
-    """Rows {id, response, correct, grader, score}: the model's answers with the reference shown,
+    """Rows {id, response, correct, grader, score, unsure}: the model's answers with the reference shown,
     graded against the records as they are asked in training."""
-    responses = answer([hinted(r) for r in records], 0.0)
-    return [{"id": r.id, "response": response, "correct": g.correct, "grader": g.grader, "score": round(g.score, 4)}
-            for r, response, g in zip(records, responses, grade(records, responses))]
+    return graded(records, answer([hinted(r) for r in records], 0.0), grade)
 
 
 def target_for(record: Record, diagnosis: dict, restatement: dict | None, targets: str) -> tuple[str, str]:

@@ -48,7 +48,7 @@ from .artifacts import append_rows, read_json, write_json
 from .data import Record
 from .forward import Plan, answer_logits, pack, plan
 from .models import lora_parameter_count
-from .probe import score_spans, target_span
+from .probe import said_span, score_spans, target_span
 
 log = logging.getLogger("slearn_mlx")
 
@@ -248,13 +248,15 @@ class Trainer:
                 "answer_tokens": int(total_tokens), "seconds": round(seconds, 2),
                 "trained": [self.examples[i].record.id for i in training]}
 
-    def expected_span(self, record: Record, expected: str):
+    def expected_span(self, record: Record, expected: str, tokens: list[int] | None = None):
+        if tokens:  # as the model said it, which the tokenizer may split otherwise
+            return said_span(self.tokenizer, record, tokens, CHECKED_TOKENS)
         return target_span(self.tokenizer, record, expected, CHECKED_TOKENS)
 
-    def expect(self, i: int, answer: str):
+    def expect(self, i: int, answer: str, tokens: list[int] | None):
         """A right answer of example i in new words: what the next check listens for first."""
         self.examples[i] = replace(self.examples[i], expected=answer)
-        self.check_spans[i] = self.expected_span(self.examples[i].record, answer)
+        self.check_spans[i] = self.expected_span(self.examples[i].record, answer, tokens)
 
     def check(self, epoch: int, training: set[str], answer: Callable | None) -> tuple[dict, set[str], dict]:
         """The check row of an epoch, the ids to train on next (those not answered right), and the
@@ -272,8 +274,8 @@ class Trainer:
         for i, row in zip(unvouched, rows):
             right[i] = row["correct"]
             if row["correct"] and row["response"]:
-                self.expect(i, row["response"])
-                changed[self.examples[i].record.id] = row["response"]
+                self.expect(i, row["response"], row.get("tokens"))
+                changed[self.examples[i].record.id] = [row["response"], row.get("tokens")]
         next_training = {e.record.id for e, r in zip(self.examples, right) if not r}
 
         def count(flags: list[bool], known: bool) -> list[int]:  # [how many, of the known or unknown]
@@ -329,8 +331,10 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     progress = resume(model, optimizer, adapter_dir, adapter_config, first_epoch)
     position = {e.record.id: i for i, e in enumerate(examples)}
-    examples = [replace(e, expected=progress["expected"].get(e.record.id, e.expected)) for e in examples]
     trainer = Trainer(model, tokenizer, optimizer, examples, train_spans, config, adapter_dir)
+    for i, e in enumerate(examples):  # the right answers a check before the interruption heard
+        if e.record.id in progress["expected"]:
+            trainer.expect(i, *progress["expected"][e.record.id])
     started = time.perf_counter() - progress["seconds"]
 
     def over_budget() -> bool:

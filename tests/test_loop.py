@@ -14,6 +14,7 @@ from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx import loop
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.cli import cli
+from slearn_mlx.data import parse_record
 
 
 def adapt(data, model, out, *extra):
@@ -184,3 +185,22 @@ def test_each_stage_records_its_peak_memory(finished_run, tiny_model):
     model_mb = sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")) / 1e6
     assert all(peak >= model_mb for peak in peaks.values()), peaks  # every one of them holds the weights
     assert re.search(r"\| train \| [\d.]+ \| [\d,]+ MB \|", (run / "report.md").read_text())
+
+
+def test_the_check_listens_for_a_right_answer_in_the_tokens_the_model_said_it(tiny_model, tmp_path):
+    from slearn_mlx.answer import answer_batch
+    from slearn_mlx.models import load_model
+
+    model, tokenizer = load_model(tiny_model)
+    questions = [f"What is item number {i}?" for i in range(8)]
+    said = answer_batch(model, tokenizer, [parse_record({"question": q, "answer": "x"}, "t") for q in questions])
+    # Half the records' references are what the random model says (known), half something else (unknown).
+    rows = [{"question": q, "answer": s if i % 2 else f"Item {i}"} for i, (q, s) in enumerate(zip(questions, said))]
+    adapt(write_jsonl(tmp_path / "data.jsonl", rows), tiny_model, tmp_path / "run", "--held-out", "0",
+          "--validation", "0", "--epochs", "3", "--patience", "3", "--learning-rate", "1e-7", "--policy", "all")
+    checks = [row for row in read_rows(tmp_path / "run" / "adapter" / "train_log.jsonl") if row["event"] == "check"]
+    known = checks[0]["right_known"][1]
+    assert known >= 2 and all(c["right_known"] == [known, known] for c in checks)  # this gentle training changes none
+    # The first check answers what the re-encoded text cannot vouch for; later ones hear the model's own tokens.
+    assert checks[0]["answered"] == 8 and checks[0]["word_for_word"] < known
+    assert [(c["word_for_word"], c["answered"]) for c in checks[1:]] == [(known, 8 - known)] * 2
