@@ -24,7 +24,7 @@ from slearn_mlx import blas
 from slearn_mlx.distributed import free_port
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
-from slearn_mlx.evaluate import answer_and_grade
+from slearn_mlx.rows import answer_and_grade
 from slearn_mlx.grade import auto_grade
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.server import Backend, answerer

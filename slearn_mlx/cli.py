@@ -11,7 +11,7 @@ from . import distributed, loop
 from .check import check_dataset, render_check
 from .config_file import SAVED_NAME, ConfigFileError, option_defaults, read_config_file, write_config_file
 from .data import KINDS, DataError
-from .evaluate import topic_split
+from .metrics import topic_split
 from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
 from .grade import JUDGE_THRESHOLD, JUDGED_KINDS

@@ -37,6 +37,10 @@ class Grade:
     unsure: bool = False
 
 
+# Grades a batch of responses to their records (auto_grade with the run's judge, loop.make_grader).
+Grader = Callable[[list[Record], list[str]], list[Grade]]
+
+
 def fold(text: str) -> str:
     """Lowercase, accents stripped."""
     text = unicodedata.normalize("NFKD", text)

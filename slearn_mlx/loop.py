@@ -32,7 +32,9 @@ from . import __version__, blas, distributed, server
 from .answer import generate, in_process
 from .artifacts import read_json, read_rows, write_atomic, write_json
 from .data import Record, assign_splits, default_dataset, load_records
-from .evaluate import Grader, accuracy_table, answer_and_grade, graded, rows_for, sample_and_grade
+from .grade import Grader
+from .metrics import accuracy_table, epoch_summary, trained_ids
+from .rows import answer_and_grade, graded, rows_for, sample_and_grade
 from .grade import JUDGE_THRESHOLD, JUDGED_KINDS, auto_grade, judge
 from .models import dequantizes, load_model, resolve_model
 from .html_report import render_html
@@ -352,26 +354,6 @@ def train(run_dir: Path) -> None:
     answer = answer_check(run, model, tokenizer, grade) if run.config.train.check else None
     facts = train_lora(model, tokenizer, examples, run.config.train, run_dir / "adapter", answer)
     mark_finished(run_dir, "train", time.perf_counter() - start, **facts)
-
-
-def trained_ids(run_dir: Path) -> set[str]:
-    """The records some epoch trained on."""
-    log = read_rows(run_dir / "adapter" / "train_log.jsonl")
-    return {i for row in log if row["event"] == "epoch" for i in row["trained"]}
-
-
-def epoch_summary(run_dir: Path) -> list[dict]:
-    """Per epoch: records trained and loss; after the check, the right known and unknown records, how many
-    left and returned, and the validation guard."""
-    epochs: dict[int, dict] = {}
-    for row in read_rows(run_dir / "adapter" / "train_log.jsonl"):  # a resumed epoch's later rows win
-        summary = epochs.setdefault(row["epoch"], {"epoch": row["epoch"]})
-        if row["event"] == "epoch":
-            summary.update(records=row["records"], loss=round(row["loss"], 4), seconds=row["seconds"])
-        elif row["event"] == "check":
-            summary.update({k: v for k, v in row.items() if k not in ("event", "left", "returned", "seconds")},
-                           left=len(row["left"]), returned=len(row["returned"]), check_seconds=row["seconds"])
-    return [e for _, e in sorted(epochs.items()) if "records" in e]
 
 
 def evaluate(run_dir: Path) -> dict:

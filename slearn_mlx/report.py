@@ -1,7 +1,7 @@
 """A readable report of a run: what the model did not know, and what training changed."""
 
 from .data import Record
-from .evaluate import topic_split
+from .metrics import topic_split
 
 GROUP_TITLES = {
     "known": "known (training split, right before)",

@@ -14,8 +14,8 @@ from dataclasses import replace
 
 from .answer import Answerer
 from .data import Record
-from .evaluate import Grader, graded
-from .grade import reference_text
+from .grade import Grader, reference_text
+from .rows import graded
 
 HINT = "The correct answer is: {}. Answer the question in your usual way."
 

@@ -3,7 +3,8 @@
 from types import SimpleNamespace
 
 from slearn_mlx.data import Record
-from slearn_mlx.evaluate import accuracy_table, score
+from slearn_mlx.metrics import accuracy_table
+from slearn_mlx.rows import score
 from slearn_mlx.grade import auto_grade
 from slearn_mlx.report import render_report
 
@@ -43,7 +44,7 @@ def test_ranks_that_start_apart_still_share_every_record(tmp_path, monkeypatch):
     import time
 
     from slearn_mlx import distributed
-    from slearn_mlx.evaluate import rows_for
+    from slearn_mlx.rows import rows_for
 
     local, meeting = threading.local(), threading.Barrier(2, timeout=30)
     monkeypatch.setattr(distributed, "rank", lambda: local.rank)

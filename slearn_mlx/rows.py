@@ -1,4 +1,5 @@
-"""Answer and grade records (the diagnosis before training, the evaluation after), and count.
+"""One row per record in a stage's JSONL file (the diagnosis, the evaluation, the check after each epoch,
+SliCK's samples, the restatements), resumable and shared over the ranks.
 
 Rows are appended to the stage's JSONL as each batch finishes, so an interrupted run
 resumes where it stopped instead of answering everything again. Under mlx.launch each rank
@@ -14,10 +15,7 @@ from . import distributed
 from .answer import Answerer, by_length, length_sorted_batches
 from .artifacts import append_rows, read_rows
 from .data import Record
-from .grade import Grade
-
-# Grades a batch of responses to their records (grade.auto_grade with the run's judge, loop.make_grader).
-Grader = Callable[[list[Record], list[str]], list[Grade]]
+from .grade import Grader
 
 
 def graded(records: list[Record], responses: list[str], grade: Grader) -> list[dict]:
@@ -97,59 +95,3 @@ def sample_and_grade(answer: Answerer, records: list[Record], out_path: Path, gr
                 for i, r in enumerate(batch)]
 
     return rows_for(records, out_path, max(1, batch_size // samples), "sample", scorer)
-
-
-def accuracy(rows: dict[str, dict], ids: list[str]) -> float | None:
-    return sum(rows[i]["correct"] for i in ids) / len(ids) if ids else None
-
-
-def unsure_count(rows: dict[str, dict], ids: list[str]) -> int:
-    """Answers graded unsure (hedged, refused): wrong, and counted apart. Probed and older rows have none."""
-    return sum(bool(rows[i].get("unsure")) for i in ids)
-
-
-def accuracy_table(before: list[dict], after: list[dict] | None, trained_ids: set[str], splits: dict[str, str]) -> dict:
-    """Accuracy before and after, for the known, unknown, trained, validation, held-out records and the whole
-    set, and how many answers of each were unsure.
-
-    Known and unknown are the training split's records the model answered right or wrong in
-    the diagnosis; validation and held-out records are never trained on.
-    """
-    before_by_id = {row["id"]: row for row in before}
-    after_by_id = {row["id"]: row for row in after} if after else None
-    ids = [row["id"] for row in before]
-    train_split = [i for i in ids if splits[i] == "train"]
-    groups = {
-        "known": [i for i in train_split if before_by_id[i]["correct"]],
-        "unknown": [i for i in train_split if not before_by_id[i]["correct"]],
-        "trained": [i for i in ids if i in trained_ids],
-        "validation": [i for i in ids if splits[i] == "validation"],
-        "held_out": [i for i in ids if splits[i] == "held_out"],
-        "whole_set": ids,
-    }
-    return {
-        name: {
-            "records": len(group),
-            "before": accuracy(before_by_id, group),
-            "after": accuracy(after_by_id, group) if after_by_id else None,
-            "unsure_before": unsure_count(before_by_id, group),
-            "unsure_after": unsure_count(after_by_id, group) if after_by_id else None,
-        }
-        for name, group in groups.items()
-    }
-
-
-def topic_split(records: list[Record], before: list[dict], after: list[dict] | None = None) -> dict[str, dict]:
-    """Per topic, most records first: how many records, how many the base model knew, and how
-    many the adapted model answers right (None before evaluation). Records without a topic are
-    counted under "(no topic)"."""
-    before_by_id = {row["id"]: row for row in before}
-    after_by_id = {row["id"]: row for row in after} if after else {}
-    split: dict[str, dict] = {}
-    for record in records:
-        row = split.setdefault(record.topic or "(no topic)", {"records": 0, "known": 0, "after": 0 if after_by_id else None})
-        row["records"] += 1
-        row["known"] += before_by_id[record.id]["correct"]
-        if after_by_id:
-            row["after"] += after_by_id[record.id]["correct"]
-    return dict(sorted(split.items(), key=lambda item: -item[1]["records"]))
