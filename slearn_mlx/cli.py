@@ -22,7 +22,8 @@ from .select import POLICIES, TARGETS, SelectConfig
 from .server import BACKENDS, Backend, ServerError
 from .train import TrainConfig, TrainingError
 
-USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.RunError, TrainingError, ConfigFileError, ServerError)
+USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.ConfigError, loop.RunError, TrainingError, ConfigFileError,
+               ServerError)
 
 
 def use_config_file(ctx, param, path):

@@ -52,6 +52,10 @@ class RunError(ValueError):
     """A run folder that cannot be used as asked."""
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot run."""
+
+
 @dataclass
 class RunConfig:
     data: str
@@ -98,9 +102,9 @@ def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
     config = RunConfig(data=str(data_path), model=str(resolve_model(model).resolve()), **options)
     for name, backend in [("--backend", config.backend), ("--judge-backend", config.judge_backend)]:
         if backend.kind == "openai" and not backend.base_url:
-            raise RunError(f"{name} openai needs the server's URL (--base-url / --judge-base-url)")
+            raise ConfigError(f"{name} openai needs the server's URL (--base-url / --judge-base-url)")
     if config.diagnosis == "probe" and config.backend.kind != "mlx":
-        raise RunError("--diagnosis probe scores the reference inside the model: it needs --backend mlx")
+        raise ConfigError("--diagnosis probe scores the reference inside the model: it needs --backend mlx")
     return config
 
 
