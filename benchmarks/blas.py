@@ -81,7 +81,8 @@ def worker(answer: int, train: int) -> None:
     from slearn_mlx.answer import by_length, in_process
     from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model, resolve_model
-    from slearn_mlx.train import TrainConfig, tokenize, train_lora
+    from slearn_mlx.config import TrainConfig
+    from slearn_mlx.train import tokenize, train_lora
 
     gflops = matmul_gflops()
     records = load_records(default_dataset())

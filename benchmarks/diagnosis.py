@@ -25,7 +25,8 @@ from slearn_mlx.grade import auto_grade
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.probe import probe_batch
 from slearn_mlx.forward import plan
-from slearn_mlx.train import Example, TrainConfig, train_lora
+from slearn_mlx.config import TrainConfig
+from slearn_mlx.train import Example, train_lora
 
 
 def kappa(a: list[bool], b: list[bool]) -> float:

@@ -107,7 +107,8 @@ def mlx_train(folder: Path, data: dict, plain: bool) -> dict:
 
     from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model
-    from slearn_mlx.train import TrainConfig, lora_parameters, train_lora
+    from slearn_mlx.config import TrainConfig
+    from slearn_mlx.train import lora_parameters, train_lora
 
     model, tokenizer = load_model(folder)
     config = TrainConfig(epochs=1)

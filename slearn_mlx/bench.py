@@ -16,7 +16,9 @@ from pathlib import Path
 
 from . import distributed
 from .artifacts import write_atomic, write_json
-from .loop import RunConfig, adapt, create_run, finished_stages, write_stage
+from .config import RunConfig
+from .loop import adapt
+from .run import create_run, finished_stages, write_stage
 
 ACCURACY_COLUMNS = ("whole_set", "known", "unknown", "held_out")
 

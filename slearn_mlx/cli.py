@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import distributed, loop
+from .config import POLICIES, TARGETS, ConfigError, SelectConfig, TrainConfig, resolve_config
 from .check import check_dataset, render_check
 from .config_file import SAVED_NAME, ConfigFileError, option_defaults, read_config_file, write_config_file
 from .data import KINDS, DataError
@@ -18,11 +19,11 @@ from .grade import JUDGE_THRESHOLD, JUDGED_KINDS
 from .models import ModelError, resolve_model
 from .bench import bench as run_bench
 from .report import topic_table
-from .select import POLICIES, TARGETS, SelectConfig
 from .server import BACKENDS, Backend, ServerError
-from .train import TrainConfig, TrainingError
+from .run import RunError, create_run, default_run_dir, load_run
+from .train import TrainingError
 
-USER_ERRORS = (DataError, ModelError, GGUFImportError, loop.ConfigError, loop.RunError, TrainingError, ConfigFileError,
+USER_ERRORS = (DataError, ModelError, GGUFImportError, ConfigError, RunError, TrainingError, ConfigFileError,
                ServerError)
 
 
@@ -129,7 +130,7 @@ def build_config(data, model, policy, replay_fraction, targets, slick_samples, s
                         max_seconds=max_train_seconds, batch_size=batch_size,
                         learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
                         max_seq_length=max_seq_length, kl_weight=kl_weight, seed=options["seed"])
-    return loop.resolve_config(
+    return resolve_config(
         data, model, select=select, train=train, judge_kinds=sorted(judge_kinds), **options,
         backend=Backend(backend, base_url, api_key_env, served_model),
         judge_backend=Backend(judge_backend, judge_base_url, judge_api_key_env, judge_served_model))
@@ -137,10 +138,10 @@ def build_config(data, model, policy, replay_fraction, targets, slick_samples, s
 
 def start_run(out, force, config_file, **options) -> Path:
     config = build_config(**options)
-    run_dir = out or loop.default_run_dir(config)
+    run_dir = out or default_run_dir(config)
 
     def create():
-        loop.create_run(config, run_dir, force)
+        create_run(config, run_dir, force)
         # The options as resolved (absolute data and model), in the form --config reads.
         write_config_file(run_dir / SAVED_NAME, {**options, "judge_kinds": config.judge_kinds,
                                                  "data": config.data, "model": config.model})
@@ -182,7 +183,7 @@ def cli():
 def adapt(**options):
     """Run the whole loop on DATA (default: the bundled dataset): diagnose, select, train, evaluate."""
     run_dir = start_run(**options)
-    print_summary(loop.adapt(loop.load_run(run_dir).config, run_dir))
+    print_summary(loop.adapt(load_run(run_dir).config, run_dir))
 
 
 @cli.command()
@@ -194,7 +195,7 @@ def diagnose(export_unknown, **options):
     """Answer and grade every record of DATA with the base model: what does it not know?"""
     run_dir = start_run(**options)
     loop.diagnose(run_dir)
-    run = loop.load_run(run_dir)
+    run = load_run(run_dir)
     records, diagnosis = run.records, loop.diagnosed(run)
     click.echo("\n".join(topic_table(topic_split(records, diagnosis))))
     correct = sum(row["correct"] for row in diagnosis)
@@ -232,7 +233,7 @@ def check(path, model, max_seq_length):
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def train(run):
     """Select the records of a diagnosed RUN folder and train a LoRA adapter on them."""
-    for stage in loop.stages_for(loop.load_run(run).config):
+    for stage in loop.stages_for(load_run(run).config):
         if stage in ("sample", "restate", "select", "train"):
             loop.STAGE_FUNCTIONS[stage](run)
     click.echo(f"adapter: {run}/adapter")
@@ -257,7 +258,7 @@ def bench(policies, out, force, config_file, **options):
     if unknown := [p for p in names if p not in POLICIES]:
         raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
     config = build_config(**options)
-    bench_dir = out or loop.default_run_dir(config, label="bench")
+    bench_dir = out or default_run_dir(config, label="bench")
     run_bench(config, names, bench_dir, force)
     click.echo((bench_dir / "bench.md").read_text())
     click.echo(f"{bench_dir}/bench.md, bench.png")

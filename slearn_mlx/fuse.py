@@ -16,7 +16,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.gguf import convert_to_gguf
 from mlx_lm.utils import dequantize_model, load, save
 
-from .loop import RunError, load_run
+from .run import RunError, load_run
 
 # The architectures mlx-lm's GGUF export handles (the list `mlx_lm.fuse --export-gguf` checks).
 GGUF_ARCHITECTURES = ("llama", "mixtral", "mistral")

@@ -3,210 +3,30 @@
 Each stage reads what the previous one wrote in the run folder and writes its own files,
 so a stage can run alone (`slearn_mlx train RUN`) and a rerun skips finished stages.
 Under mlx.launch every rank runs the stages that answer (sharded) and train (data-parallel);
-only rank 0 writes the shared files (distributed.py).
-
-    RUN/config.json        the resolved configuration (a different one is refused)
-    RUN/versions.json      software and device
-    RUN/records.jsonl      the dataset as loaded, with ids and split (train/validation/held_out)
-    RUN/diagnosis.jsonl    the base model's greedy answers and grades
-    RUN/samples.jsonl      SliCK only: grades of answers sampled at a temperature
-    RUN/restatements.jsonl the unknown training records answered again with the reference shown (targets.py)
-    RUN/selection.jsonl    every training record: its target, whether the first epoch trains it, and why
-    RUN/adapter/           LoRA adapter (mlx_lm --adapter-path), train_log.jsonl (epochs, checks, who left and returned)
-    RUN/evaluation.jsonl   the adapted model's answers and grades
-    RUN/stages.json        wall time of each finished stage
-    RUN/metrics.json, RUN/report.md, RUN/report.html
+only rank 0 writes the shared files (distributed.py). run.py lists the files.
 """
 
-import hashlib
 import json
-import platform
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import mlx.core as mx
-
-from . import __version__, blas, distributed, server
+from . import distributed, server
 from .answer import generate, in_process
 from .artifacts import read_json, read_rows, write_atomic, write_json
-from .data import Record, assign_splits, default_dataset, load_records
-from .grade import Grader
-from .metrics import accuracy_table, epoch_summary, trained_ids
-from .rows import answer_and_grade, graded, rows_for, sample_and_grade
-from .grade import JUDGE_THRESHOLD, JUDGED_KINDS, auto_grade, judge
-from .models import dequantizes, load_model, resolve_model
-from .html_report import render_html
+from .config import RunConfig
+from .data import Record
 from .forward import plan
+from .grade import Grader, auto_grade, judge
+from .html_report import render_html
+from .metrics import accuracy_table, epoch_summary, trained_ids
+from .models import load_model, resolve_model
 from .probe import probe_batch
 from .report import render_report
-from .select import SelectConfig, select_records
+from .rows import answer_and_grade, graded, rows_for, sample_and_grade
+from .run import STAGES, Run, RunError, create_run, finished_stages, load_run, mark_finished
+from .select import select_records
 from .targets import restate as restated
-from .train import Example, TrainConfig, adapter_disk_bytes, train_lora
-
-STAGES = ("diagnose", "sample", "restate", "select", "train", "evaluate")
-
-
-class RunError(ValueError):
-    """A run folder that cannot be used as asked."""
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run."""
-
-
-@dataclass
-class RunConfig:
-    data: str
-    model: str
-    select: SelectConfig = field(default_factory=SelectConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    held_out_fraction: float = 0.2
-    validation_fraction: float = 0.1
-    seed: int = 0
-    diagnosis: str = "generate"  # or "probe": score the reference under teacher forcing, no generation
-    probe_threshold: float = -1.0  # probe: mean log-probability of the reference at which it counts as known
-    answer_batch_size: int = 64
-    judge_model: str | None = None  # default: the model being adapted, without adapter
-    judge_kinds: list[str] = field(default_factory=lambda: sorted(JUDGED_KINDS))  # kinds graded by the judge
-    judge_threshold: float = JUDGE_THRESHOLD
-    # Who answers in the diagnosis (and SliCK's sampling), and who judges free-form answers.
-    # The evaluation and validation answer in-process: the adapter in training is on no server.
-    backend: server.Backend = field(default_factory=server.Backend)
-    judge_backend: server.Backend = field(default_factory=server.Backend)
-    concurrency: int = 4  # requests in flight to a server
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "RunConfig":
-        select = SelectConfig(**{**obj["select"], "slick_keep": tuple(obj["select"]["slick_keep"])})
-        backends = {name: server.Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
-        return cls(**{**obj, "select": select, "train": TrainConfig(**obj["train"]), **backends})
-
-    def to_json(self) -> dict:
-        """As config.json holds it (tuples become lists), so a reread config compares equal."""
-        return json.loads(json.dumps({**asdict(self), "data_sha256": file_digest(Path(self.data))}))
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def config_fingerprint(config: RunConfig) -> str:
-    return hashlib.sha256(json.dumps(config.to_json(), sort_keys=True).encode()).hexdigest()[:8]
-
-
-def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
-    """Fill in the defaults and turn paths absolute, so the config names exactly what ran."""
-    data_path = Path(data).resolve() if data else default_dataset()
-    config = RunConfig(data=str(data_path), model=str(resolve_model(model).resolve()), **options)
-    for name, backend in [("--backend", config.backend), ("--judge-backend", config.judge_backend)]:
-        if backend.kind == "openai" and not backend.base_url:
-            raise ConfigError(f"{name} openai needs the server's URL (--base-url / --judge-base-url)")
-    if config.diagnosis == "probe" and config.backend.kind != "mlx":
-        raise ConfigError("--diagnosis probe scores the reference inside the model: it needs --backend mlx")
-    return config
-
-
-def default_run_dir(config: RunConfig, label: str | None = None) -> Path:
-    name = f"{Path(config.data).stem}-{Path(config.model).name}-{label or config.select.policy}"
-    return Path("runs") / f"{name}-{config_fingerprint(config)}"
-
-
-def versions() -> dict:
-    import mlx.core as mx
-    from importlib.metadata import version
-
-    return {
-        "slearn_mlx": __version__,
-        "mlx": version("mlx"),
-        "mlx_lm": version("mlx-lm"),
-        "python": platform.python_version(),
-        "platform": f"{platform.system()} {platform.machine()}",
-        "device": str(mx.default_device()),
-        "cpu_float32_dequantized": dequantizes(),
-        "blas": blas.loaded,
-    }
-
-
-def create_run(config: RunConfig, run_dir: Path, force: bool = False) -> Path:
-    """Create the run folder, or reopen it when it was made with the same configuration.
-
-    A run folder of another configuration is never reused; with `force` it is replaced.
-    """
-    records = load_records(Path(config.data))  # bad data stops here, before any model work
-    config_path = run_dir / "config.json"
-    if config_path.exists() and read_json(config_path) != config.to_json():
-        if not force:
-            raise RunError(f"{run_dir} holds a run with a different configuration or data; "
-                           "choose another --out, or replace it with --force")
-        shutil.rmtree(run_dir)
-    if config_path.exists():
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(f"{run_dir} exists and is not a run folder; choose another --out")
-    check_disk(config, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    splits = assign_splits(records, config.held_out_fraction, config.validation_fraction, config.seed)
-    lines = [json.dumps({**r.to_json(), "split": splits[r.id]}, ensure_ascii=False) for r in records]
-    write_atomic(run_dir / "records.jsonl", "\n".join(lines) + "\n")
-    write_json(run_dir / "versions.json", versions())
-    write_json(config_path, config.to_json())
-    return run_dir
-
-
-def check_disk(config: RunConfig, run_dir: Path) -> None:
-    """Refuse to start a run the disk cannot hold: the adapter files and three copies' worth of records."""
-    need = adapter_disk_bytes(read_json(Path(config.model) / "config.json"), config.train)
-    need += 3 * Path(config.data).stat().st_size
-    existing = next(p for p in [run_dir, *run_dir.absolute().parents] if p.exists())
-    free = shutil.disk_usage(existing).free
-    if free < need:
-        raise RunError(f"{run_dir}: the run needs about {need / 1e6:.0f} MB and {existing} has {free / 1e6:.0f} MB free")
-
-
-@dataclass
-class Run:
-    dir: Path
-    config: RunConfig
-    records: list[Record]
-    splits: dict[str, str]
-
-    def ids(self, split: str) -> set[str]:
-        return {i for i, s in self.splits.items() if s == split}
-
-    def records_in(self, split: str) -> list[Record]:
-        return [r for r in self.records if self.splits[r.id] == split]
-
-
-def load_run(run_dir: Path) -> Run:
-    if not (run_dir / "config.json").exists():
-        raise RunError(f"{run_dir}: not a run folder (no config.json); start one with `adapt` or `diagnose`")
-    obj = read_json(run_dir / "config.json")
-    obj.pop("data_sha256")
-    rows = read_rows(run_dir / "records.jsonl")
-    splits = {row["id"]: row.pop("split") for row in rows}
-    return Run(run_dir, RunConfig.from_json(obj), [Record(**row) for row in rows], splits)
-
-
-def finished_stages(run_dir: Path) -> dict:
-    path = run_dir / "stages.json"
-    return read_json(path) if path.exists() else {}
-
-
-def write_stage(run_dir: Path, stage: str, facts: dict) -> None:
-    """Record a finished stage in stages.json (rank 0's job)."""
-    stages = finished_stages(run_dir)
-    stages[stage] = facts
-    write_json(run_dir / "stages.json", stages)
-
-
-def mark_finished(run_dir: Path, stage: str, seconds: float, **facts) -> None:
-    # MLX's peak since the last stage finished: this stage's model, caches and activations.
-    peak = round(mx.get_peak_memory() / 1e6, 1)
-    mx.reset_peak_memory()
-    distributed.on_main(write_stage, run_dir, stage, {"seconds": round(seconds, 2), "peak_memory_mb": peak,
-                                                      "ranks": distributed.size(), **facts})
+from .train import Example, train_lora
 
 
 def make_grader(config: RunConfig, loaded=None) -> Grader:

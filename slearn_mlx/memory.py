@@ -31,7 +31,7 @@ from mlx.utils import tree_flatten
 
 from .answer import MAX_ANSWER_BATCH, MAX_NEW_TOKENS, MEMORY_PER_KV
 from .models import architecture, lora_parameter_count
-from .train import TrainConfig
+from .config import TrainConfig
 
 GROUP_SIZE, BITS = 64, 4  # mlx_lm convert -q's defaults, which mlx-community's 4-bit models use
 COMPUTE_BYTES = 2  # bfloat16: the dtype those models store and run in

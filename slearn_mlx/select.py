@@ -14,26 +14,9 @@ comes back trains on the target chosen here (targets.py).
 """
 
 import random
-from dataclasses import dataclass
 
+from .config import POLICIES, TARGETS, SelectConfig
 from .targets import target_for
-
-POLICIES = ("unknown", "all", "replay", "slick")
-TARGETS = ("own", "reference")
-
-
-@dataclass
-class SelectConfig:
-    # replay by default: on the default data it kept more of what the model knew and scored best on
-    # the whole set (bench, README "Comparing policies"); `unknown` is the paper's rule, for comparison.
-    policy: str = "replay"
-    # Share of the known training records replayed: with a learning rate of 1e-4, 0.75 kept the most of
-    # the known on the default data and two shared sets (benchmarks/settings.py, README "Choosing the defaults").
-    replay_fraction: float = 0.75
-    targets: str = "own"  # or "reference": the bare reference answer, as the paper trains
-    slick_samples: int = 4
-    slick_temperature: float = 0.7
-    slick_keep: tuple[str, ...] = ("MaybeKnown", "WeaklyKnown", "Unknown")
 
 
 def slick_category(greedy_correct: bool, samples_correct: list[bool]) -> str:

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .artifacts import append_rows, read_json, write_json
+from .config import TrainConfig
 from .data import Record
 from .forward import Plan, answer_logits, pack, plan
 from .models import lora_parameter_count
@@ -57,27 +58,6 @@ CHECKPOINT = "checkpoint.safetensors"  # adapter, optimizer state and progress a
 # The check compares at most this many tokens of an expected answer: short answers whole (their budget
 # is 32 tokens), a long one by how it starts.
 CHECKED_TOKENS = 32
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 8
-    # 1e-4 with a replay share of 0.75 kept the most of the known and scored best on the whole set of
-    # the settings measured on the default data and two shared sets (README "Choosing the defaults").
-    learning_rate: float = 1e-4
-    lora_rank: int = 8
-    lora_scale: float = 20.0
-    lora_layers: int = 16  # the last N transformer blocks get adapters, on every linear layer
-    max_seq_length: int = 1024
-    seed: int = 0
-    patience: int = 1  # epochs without a better objective before stopping; the best epoch is kept
-    max_seconds: float | None = None  # a wall-time budget for training, for equal-budget comparisons
-    # Weight of KL(base || adapted) over the answer tokens of the records the model already knew: a pull
-    # back toward what it said before training, on the records where that was right. 0: off.
-    kl_weight: float = 0.0
-    check: bool = True  # after each epoch: learned records leave, forgotten ones return, the best epoch is kept
-    rehearsal: float = 1.0  # right records trained again in an epoch after the first, per record still wrong
 
 
 @dataclass

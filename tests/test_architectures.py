@@ -22,7 +22,7 @@ from slearn_mlx.cli import cli
 from slearn_mlx.data import parse_record
 from slearn_mlx.forward import plan
 from slearn_mlx.grade import judge, judge_prompt, verdict_token_ids
-from slearn_mlx.loop import STAGES
+from slearn_mlx.run import STAGES
 from slearn_mlx.models import load_model, lora_parameter_count
 from slearn_mlx.probe import target_span
 

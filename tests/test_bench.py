@@ -36,8 +36,7 @@ def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
 
 def test_all_on_bare_references_is_charged_no_diagnosis():
     from slearn_mlx.bench import method_seconds
-    from slearn_mlx.loop import RunConfig
-    from slearn_mlx.select import SelectConfig
+    from slearn_mlx.config import RunConfig, SelectConfig
 
     stages = {"diagnose": {"seconds": 9.0, "method_seconds": 6.0}, "restate": {"seconds": 3.0},
               "train": {"seconds": 20.0, "check_seconds": 5.0}}

@@ -49,7 +49,7 @@ def test_a_users_omp_num_threads_is_what_openblas_reads_so_it_stands():
 @pytest.mark.skipif(platform.system() != "Linux" or not blas.find("openblas"), reason="OpenBLAS preloads on Linux only")
 def test_versions_record_the_choice_its_settings_and_what_cblas_sgemm_resolves_to():
     env = {**os.environ, "SLEARN_MLX_BLAS": "openblas", "OPENBLAS_NUM_THREADS": "1"}
-    code = "import json, slearn_mlx; from slearn_mlx.loop import versions; print(json.dumps(versions()['blas']))"
+    code = "import json, slearn_mlx; from slearn_mlx.run import versions; print(json.dumps(versions()['blas']))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     recorded = json.loads(out)
     assert recorded["choice"] == "openblas" and recorded["library"] == blas.find("openblas")

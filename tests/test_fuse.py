@@ -7,7 +7,8 @@ from mlx_lm.utils import load
 
 from conftest import qa_rows, write_jsonl
 from slearn_mlx.cli import cli
-from slearn_mlx.loop import RunError, create_run, resolve_config
+from slearn_mlx.config import resolve_config
+from slearn_mlx.run import RunError, create_run
 from slearn_mlx.fuse import fuse_run
 
 

@@ -7,17 +7,18 @@ from collections import namedtuple
 import pytest
 
 from conftest import qa_rows, write_jsonl
-from slearn_mlx import loop
+from slearn_mlx.config import resolve_config
+from slearn_mlx.run import RunError, create_run
 from slearn_mlx.models import ModelError, load_model
 
 Usage = namedtuple("Usage", "total used free")
 
 
 def test_a_run_the_disk_cannot_hold_refuses_to_start(tiny_model, tmp_path, monkeypatch):
-    config = loop.resolve_config(str(write_jsonl(tmp_path / "d.jsonl", qa_rows(4))), str(tiny_model))
+    config = resolve_config(str(write_jsonl(tmp_path / "d.jsonl", qa_rows(4))), str(tiny_model))
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(loop.RunError, match=r"the run needs about \d+ MB and .* has 0 MB free"):
-        loop.create_run(config, tmp_path / "run")
+    with pytest.raises(RunError, match=r"the run needs about \d+ MB and .* has 0 MB free"):
+        create_run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -12,6 +12,8 @@ from mlx_lm.utils import load
 
 from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx import loop
+from slearn_mlx.config import resolve_config
+from slearn_mlx.run import RunError, create_run, load_run
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.cli import cli
 from slearn_mlx.data import parse_record
@@ -80,9 +82,9 @@ def test_html_report_is_one_self_contained_file_and_report_redoes_it(finished_ru
 
 def test_report_of_an_unfinished_run_is_refused(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(2))
-    config = loop.resolve_config(str(data), str(tiny_model))
-    loop.create_run(config, tmp_path / "run")
-    with pytest.raises(loop.RunError, match="not evaluated yet"):
+    config = resolve_config(str(data), str(tiny_model))
+    create_run(config, tmp_path / "run")
+    with pytest.raises(RunError, match="not evaluated yet"):
         loop.write_metrics(tmp_path / "run")
 
 
@@ -94,7 +96,7 @@ def test_diagnose_prints_topics_and_exports_unknown_records_as_written(tiny_mode
                                       str(tmp_path / "run"), "--export-unknown", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     correct = {d["id"]: d["correct"] for d in read_rows(tmp_path / "run" / "diagnosis.jsonl")}
-    records = loop.load_run(tmp_path / "run").records  # in file order, like rows
+    records = load_run(tmp_path / "run").records  # in file order, like rows
     wrong = [row for row, record in zip(rows, records) if not correct[record.id]]
     assert wrong and [json.loads(line) for line in out.read_text().splitlines()] == wrong
     known = len(rows) - len(wrong)
@@ -112,9 +114,9 @@ def test_rerun_resumes_and_redoes_nothing(finished_run, tiny_model):
 
 def test_interrupted_diagnosis_answers_only_what_is_missing(finished_run, tiny_model, tmp_path):
     data, run = finished_run
-    config = loop.load_run(run).config
+    config = load_run(run).config
     partial = tmp_path / "run"
-    loop.create_run(config, partial)
+    create_run(config, partial)
     done = (run / "diagnosis.jsonl").read_text().splitlines()
     (partial / "diagnosis.jsonl").write_text("\n".join(done[:5]) + "\n" + done[5][:20])  # torn last line
     loop.diagnose(partial)
@@ -126,7 +128,7 @@ def test_interrupted_diagnosis_answers_only_what_is_missing(finished_run, tiny_m
 
 def test_a_run_folder_with_another_configuration_is_refused(finished_run, tiny_model):
     data, run = finished_run
-    with pytest.raises(loop.RunError, match="different configuration"):
+    with pytest.raises(RunError, match="different configuration"):
         CliRunner().invoke(cli, ["adapt", str(data), "--model", str(tiny_model), "--out", str(run),
                                  "--epochs", "2"], catch_exceptions=False)
 

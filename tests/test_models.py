@@ -9,7 +9,8 @@ from mlx_lm.utils import load, quantize_model, save_config, save_model
 
 from conftest import qa_rows, write_jsonl
 from slearn_mlx import models
-from slearn_mlx.loop import create_run, resolve_config
+from slearn_mlx.config import resolve_config
+from slearn_mlx.run import create_run
 from slearn_mlx.models import ModelError, load_model, lora_parameter_count, models_dir, resolve_model
 
 

@@ -11,7 +11,7 @@ from slearn_mlx.answer import answer_batch
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.data import Record, default_dataset, load_records
 from slearn_mlx.models import load_model, models_dir, resolve_model
-from slearn_mlx.select import SelectConfig
+from slearn_mlx.config import SelectConfig, resolve_config
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def test_shared_real_datasets_load(name):
 def test_adapt_on_a_slice_of_the_default_data(default_model, tmp_path):
     lines = default_dataset().read_text().splitlines()[:24]
     data = write_jsonl(tmp_path / "slice.jsonl", lines)
-    config = loop.resolve_config(str(data), str(default_model), held_out_fraction=0.25)
+    config = resolve_config(str(data), str(default_model), held_out_fraction=0.25)
     config.train.epochs = 1
     metrics = loop.adapt(config, tmp_path / "run")
 

@@ -259,12 +259,13 @@ def test_the_judge_over_a_server_honours_the_threshold():
 
 def test_a_runs_judge_threshold_reaches_the_judge_on_a_server(tiny_model, tmp_path):
     from slearn_mlx import loop
+    from slearn_mlx.config import resolve_config
 
     top = [{"token": "yes", "logprob": math.log(0.6)}, {"token": "no", "logprob": math.log(0.4)}]
     record = Record(id="x", question="What is RAM?", answer="Random access memory of a computer", kind="long")
     data = write_jsonl(tmp_path / "d.jsonl", qa_rows(1))
     with fake_server(reply=lambda body: said("yes", top)) as (backend, _):
-        config = loop.resolve_config(str(data), str(tiny_model), judge_backend=backend, judge_kinds=["long"],
+        config = resolve_config(str(data), str(tiny_model), judge_backend=backend, judge_kinds=["long"],
                                      judge_threshold=0.7)
         grade, = loop.make_grader(config)([record], ["It is the random access memory"])
     assert grade.grader == "judge-logprobs" and grade.score == pytest.approx(0.6) and not grade.correct

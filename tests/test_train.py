@@ -8,7 +8,8 @@ from conftest import qa_rows
 from slearn_mlx.artifacts import read_rows
 from slearn_mlx.data import parse_record
 from slearn_mlx.models import load_model
-from slearn_mlx.train import Example, TrainConfig, epoch_batches, train_lora
+from slearn_mlx.config import TrainConfig
+from slearn_mlx.train import Example, epoch_batches, train_lora
 
 
 def examples(n, known=()):
