@@ -33,7 +33,8 @@ VARIANTS = {
 def answer_all(variant: str, records, model_name: str | None) -> list[str]:
     from mlx_lm import batch_generate, generate, load
 
-    from slearn_mlx.answer import chat_tokens, in_process, prompt_messages
+    from slearn_mlx.answer import in_process
+    from slearn_mlx.prompts import chat_tokens, prompt_messages
     from slearn_mlx.models import load_model, resolve_model
 
     path = resolve_model(model_name)

@@ -59,7 +59,8 @@ def prepare(folder: Path, train: int, answer: int) -> None:
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from slearn_mlx.answer import FIRST_SENTENCE_END, by_length, prompt_messages
+    from slearn_mlx.answer import by_length
+    from slearn_mlx.prompts import FIRST_SENTENCE_END, prompt_messages
     from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model, resolve_model
     from slearn_mlx.train import tokenize

@@ -27,7 +27,7 @@ from slearn_mlx.data import default_dataset, load_records
 from slearn_mlx.rows import answer_and_grade
 from slearn_mlx.grade import auto_grade
 from slearn_mlx.models import load_model, resolve_model
-from slearn_mlx.server import Backend, answerer
+from slearn_mlx.backends import Backend, answer_on_server
 
 
 
@@ -69,8 +69,9 @@ def main():
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
                 # One batch of all records, so that only the concurrency bounds the requests in flight.
-                rows = answer_and_grade(answerer(backend, concurrency), records, Path(tmp) / "rows.jsonl", auto_grade,
-                                        len(records), f"concurrency {concurrency}")
+                answer = lambda batch, temperature=0.0: answer_on_server(backend, batch, temperature, concurrency)  # noqa: E731
+                rows = answer_and_grade(answer, records, Path(tmp) / "rows.jsonl", auto_grade, len(records),
+                                        f"concurrency {concurrency}")
                 seconds = time.perf_counter() - start
             results.append((concurrency, seconds, sum(r["correct"] for r in rows)))
     finally:

@@ -1,8 +1,7 @@
-"""Ask the model every question: batched greedy generation with mlx-lm.
+"""Ask the model in this process every question: batched greedy generation with mlx-lm.
 
-The same chat messages are used to ask a question and to train its answer, so what the
-diagnosis measures is what training changes. Answering is the cost the method must keep
-small (benchmarks/diagnosis.py measures it against a training epoch), so a batch:
+Answering is the cost the method must keep small (benchmarks/diagnosis.py measures it against a
+training epoch), so a batch:
 - computes the prompt prefix its records share (system prompt, template) once and gives every
   record a copy of that cache, instead of prefilling the same tokens once per record;
 - prefills and decodes all its records together (mlx-lm's defaults prefill 8 at a time);
@@ -14,7 +13,6 @@ small (benchmarks/diagnosis.py measures it against a training epoch), so a batch
 
 import copy
 import os
-import re
 from collections.abc import Callable
 
 import mlx.core as mx
@@ -24,42 +22,10 @@ from mlx_lm.sample_utils import make_sampler
 
 from .data import Record
 from .forward import shared_prefix
+from .prompts import FIRST_SENTENCE_END, MAX_NEW_TOKENS, chat_tokens, first_answer, prompt_messages, question_text
 
-# New-token budgets per kind: enough for the answer, not for an essay.
-MAX_NEW_TOKENS = {"short": 32, "mcq": 16, "long": 128}
-MCQ_INSTRUCTION = "Answer with the letter of the correct option."
-
-# What answers a batch of records at a temperature: the model in this process, or a server (server.py).
+# What answers a batch of records at a temperature: the model in this process, or a server (backends.py).
 Answerer = Callable[[list[Record], float], list[str]]
-
-
-def question_text(record: Record) -> str:
-    if record.kind == "mcq" and record.choices:
-        options = "\n".join(f"{letter}) {text}" for letter, text in record.choices.items())
-        return f"{record.question}\n\n{options}\n\n{MCQ_INSTRUCTION}"
-    if record.kind == "mcq":
-        return f"{record.question}\n\n{MCQ_INSTRUCTION}"
-    return record.question
-
-
-def prompt_messages(record: Record) -> list[dict]:
-    return [*record.context, {"role": "user", "content": question_text(record)}]
-
-
-def training_messages(record: Record, target: str) -> list[dict]:
-    return [*prompt_messages(record), {"role": "assistant", "content": target}]
-
-
-def chat_tokens(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """Messages as the model's chat template writes them, with thinking off. A hybrid-reasoning model
-    (Qwen3) otherwise opens every answer with a think block that spends the answer's token budget, and
-    its template writes an empty block before a trained answer that the question alone never shows, so
-    training would score the block instead of the answer."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, enable_thinking=False)
-
-
-# A sentence ends at . ! or ? before a space, but not after an initial ("J. Smith", "Dr. No"), or at a line break.
-FIRST_SENTENCE_END = re.compile(r"(?<![A-Z])(?<!\b[A-Z][a-z])[.!?](?=\s)|\n")
 
 
 def prefix_caches(model, prefix: list[int], copies: int) -> list[list] | None:
@@ -115,12 +81,6 @@ def said(tokenizer, tokens: list[int], short: bool) -> tuple[str, list[int]]:
     text = first_answer(tokenizer.decode(tokens), short)
     end = next((k for k in range(len(tokens), 0, -1) if tokenizer.decode(tokens[:k]).strip() == text), 0)
     return text, tokens[:end]
-
-
-def first_answer(text: str, short: bool) -> str:
-    if short and (end := FIRST_SENTENCE_END.search(text)):
-        text = text[:end.end()]
-    return text.strip()
 
 
 # On 2 CPU cores, 256 default records took 62 s in batches of 32, 54 s in 64, 62 s in 128, 74 s in 256.

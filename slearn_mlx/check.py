@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from mlx_lm.utils import load_tokenizer
 
-from .answer import chat_tokens, question_text, training_messages
+from .prompts import chat_tokens, question_text, training_messages
 from .data import TOPIC_FIELDS, DataError, Record, describe_repeats, drop_repeats, input_shape, read_items
 
 

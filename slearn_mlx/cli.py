@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import distributed, loop
+from .backends import BACKENDS, Backend
 from .config import POLICIES, TARGETS, ConfigError, SelectConfig, TrainConfig, resolve_config
 from .check import check_dataset, render_check
 from .config_file import SAVED_NAME, ConfigFileError, option_defaults, read_config_file, write_config_file
@@ -15,11 +16,12 @@ from .data import KINDS, DataError
 from .metrics import topic_split
 from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
-from .grade import JUDGE_THRESHOLD, JUDGED_KINDS
+from .grade import JUDGED_KINDS
+from .judge import JUDGE_THRESHOLD
 from .models import ModelError, resolve_model
+from .openai_api import ServerError
 from .bench import bench as run_bench
 from .report import topic_table
-from .server import BACKENDS, Backend, ServerError
 from .run import RunError, create_run, default_run_dir, load_run
 from .train import TrainingError
 

@@ -9,9 +9,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import server
+from .backends import KINDS, Backend
 from .data import default_dataset
-from .grade import JUDGE_THRESHOLD, JUDGED_KINDS
+from .grade import JUDGED_KINDS
+from .judge import JUDGE_THRESHOLD
 from .models import resolve_model
 
 POLICIES = ("unknown", "all", "replay", "slick")
@@ -74,14 +75,14 @@ class RunConfig:
     judge_threshold: float = JUDGE_THRESHOLD
     # Who answers in the diagnosis (and SliCK's sampling), and who judges free-form answers.
     # The evaluation and validation answer in-process: the adapter in training is on no server.
-    backend: server.Backend = field(default_factory=server.Backend)
-    judge_backend: server.Backend = field(default_factory=server.Backend)
+    backend: Backend = field(default_factory=Backend)
+    judge_backend: Backend = field(default_factory=Backend)
     concurrency: int = 4  # requests in flight to a server
 
     @classmethod
     def from_json(cls, obj: dict) -> "RunConfig":
         select = SelectConfig(**{**obj["select"], "slick_keep": tuple(obj["select"]["slick_keep"])})
-        backends = {name: server.Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
+        backends = {name: Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
         return cls(**{**obj, "select": select, "train": TrainConfig(**obj["train"]), **backends})
 
     def to_json(self) -> dict:
@@ -102,8 +103,8 @@ def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
     data_path = Path(data).resolve() if data else default_dataset()
     config = RunConfig(data=str(data_path), model=str(resolve_model(model).resolve()), **options)
     for name, backend in [("--backend", config.backend), ("--judge-backend", config.judge_backend)]:
-        if backend.kind == "openai" and not backend.base_url:
-            raise ConfigError(f"{name} openai needs the server's URL (--base-url / --judge-base-url)")
-    if config.diagnosis == "probe" and config.backend.kind != "mlx":
+        if KINDS[backend.kind].remote and not backend.base_url:
+            raise ConfigError(f"{name} {backend.kind} needs the server's URL (--base-url / --judge-base-url)")
+    if config.diagnosis == "probe" and KINDS[config.backend.kind].remote:
         raise ConfigError("--diagnosis probe scores the reference inside the model: it needs --backend mlx")
     return config

@@ -10,16 +10,17 @@ import json
 import time
 from pathlib import Path
 
-from . import distributed, server
+from . import distributed
 from .answer import generate, in_process
 from .artifacts import read_json, read_rows, write_atomic, write_json
+from .backends import base_answerer_and_grader, grader
 from .config import RunConfig
 from .data import Record
 from .forward import plan
-from .grade import Grader, auto_grade, judge
+from .grade import Grader
 from .html_report import render_html
 from .metrics import accuracy_table, epoch_summary, trained_ids
-from .models import load_model, resolve_model
+from .models import load_model
 from .probe import probe_batch
 from .report import render_report
 from .rows import answer_and_grade, graded, rows_for, sample_and_grade
@@ -27,36 +28,6 @@ from .run import STAGES, Run, RunError, create_run, finished_stages, load_run, m
 from .select import select_records
 from .targets import restate as restated
 from .train import Example, train_lora
-
-
-def make_grader(config: RunConfig, loaded=None) -> Grader:
-    """grade.auto_grade with the run's judge, which is loaded on first use only: data the rules
-    grade never pays for it. `loaded` is a (model, tokenizer) already in memory to judge with."""
-    if config.judge_backend.kind == "openai":
-        server.check_server(config.judge_backend)
-
-        def run_judge(items):
-            return server.judge_openai(config.judge_backend, items, config.concurrency, config.judge_threshold)
-    else:
-        cache = {"model": loaded}
-
-        def run_judge(items):
-            if cache["model"] is None:
-                cache["model"] = load_model(resolve_model(config.judge_model or config.model))
-            model, tokenizer = cache["model"]
-            return judge(model, tokenizer, items, config.judge_threshold)
-
-    judged_kinds = frozenset(config.judge_kinds)
-    return lambda records, responses: auto_grade(records, responses, run_judge, judged_kinds)
-
-
-def base_answerer_and_grader(config: RunConfig):
-    """The base model's answerer, on the chosen backend, and the grader."""
-    if config.backend.kind == "openai":
-        return server.answerer(config.backend, config.concurrency), make_grader(config)
-    model, tokenizer = load_model(Path(config.model))
-    same_judge = config.judge_model is None
-    return in_process(model, tokenizer), make_grader(config, (model, tokenizer) if same_judge else None)
 
 
 def diagnose(run_dir: Path) -> None:
@@ -173,7 +144,7 @@ def train(run_dir: Path) -> None:
         return
     by_id = {r.id: r for r in run.records}
     model, tokenizer = load_model(Path(run.config.model))
-    grade = make_grader(run.config)  # not the model in training: it must judge as the base model
+    grade = grader(run.config)  # not the model in training: it must judge as the base model
     examples = [Example(by_id[s["id"]], s["target"], s["expected"], s["known"], s["selected"]) for s in selection]
     answer = answer_check(run, model, tokenizer, grade) if run.config.train.check else None
     facts = train_lora(model, tokenizer, examples, run.config.train, run_dir / "adapter", answer)
@@ -186,7 +157,7 @@ def evaluate(run_dir: Path) -> dict:
     start = time.perf_counter()
     adapter = run_dir / "adapter"
     model, tokenizer = load_model(Path(run.config.model), adapter if (adapter / "adapters.safetensors").exists() else None)
-    answer_and_grade(in_process(model, tokenizer), run.records, run_dir / "evaluation.jsonl", make_grader(run.config),
+    answer_and_grade(in_process(model, tokenizer), run.records, run_dir / "evaluation.jsonl", grader(run.config),
                      run.config.answer_batch_size, "evaluate")
     mark_finished(run_dir, "evaluate", time.perf_counter() - start, records=len(run.records))
     return finish_metrics(run_dir)

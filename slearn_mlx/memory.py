@@ -29,7 +29,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .answer import MAX_ANSWER_BATCH, MAX_NEW_TOKENS, MEMORY_PER_KV
+from .answer import MAX_ANSWER_BATCH, MEMORY_PER_KV
+from .prompts import MAX_NEW_TOKENS
 from .models import architecture, lora_parameter_count
 from .config import TrainConfig
 

@@ -14,7 +14,7 @@ import math
 
 import mlx.core as mx
 
-from .answer import chat_tokens, prompt_messages, training_messages
+from .prompts import chat_tokens, prompt_messages, training_messages
 from .data import Record
 from .forward import Plan, Span, answer_logits, pack, plan
 

@@ -13,7 +13,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.generate import generate_step
 
-from slearn_mlx.answer import MAX_NEW_TOKENS, chat_tokens, first_answer, prompt_messages
+from slearn_mlx.prompts import MAX_NEW_TOKENS, chat_tokens, first_answer, prompt_messages
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -123,3 +123,22 @@ def one_at_a_time(model, tokenizer, record) -> str:
             break
         tokens.append(token)
     return first_answer(tokenizer.decode(tokens), record.kind == "short")
+
+
+def rows_the_model_knows(model_path: Path, rows: list[dict]) -> list[dict]:
+    """`rows` where a row whose question the model answers in words has that greedy answer as its reference
+    (a random model also says bytes that are no text): the tiny random model knows nothing else, so these
+    are the records its diagnosis finds known. Each row's kind is written out, so that the answer is asked
+    with the token budget it was made with."""
+    from slearn_mlx.answer import answer_batch
+    from slearn_mlx.data import parse_record
+    from slearn_mlx.grade import auto_grade
+    from slearn_mlx.models import load_model
+
+    model, tokenizer = load_model(model_path)
+    rows = [{"kind": "short", **row} for row in rows]
+    answers = answer_batch(model, tokenizer, [parse_record(row, "row") for row in rows])
+    said = [parse_record({**row, "answer": answer or "-"}, "row") for row, answer in zip(rows, answers)]
+    credited = [g.correct for g in auto_grade(said, answers)]
+    assert 2 <= sum(credited) <= len(rows) - 2, answers  # known and unknown records both
+    return [{**row, "answer": answer} if right else row for row, answer, right in zip(rows, answers, credited)]

@@ -1,6 +1,7 @@
 from conftest import one_at_a_time, qa_rows
 from slearn_mlx import answer
-from slearn_mlx.answer import answer_batch, answer_batch_size, first_answer
+from slearn_mlx.answer import answer_batch, answer_batch_size
+from slearn_mlx.prompts import first_answer
 from slearn_mlx.forward import shared_prefix
 from slearn_mlx.data import Record
 from slearn_mlx.models import load_model

@@ -16,12 +16,13 @@ from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_lm.utils import load
 
 from conftest import build_model, build_tokenizer, one_at_a_time, qa_rows, write_jsonl
-from slearn_mlx.answer import answer_batch, chat_tokens, prompt_messages
+from slearn_mlx.answer import answer_batch
+from slearn_mlx.prompts import chat_tokens, prompt_messages
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.cli import cli
 from slearn_mlx.data import parse_record
 from slearn_mlx.forward import plan
-from slearn_mlx.grade import judge, judge_prompt, verdict_token_ids
+from slearn_mlx.judge import judge, judge_prompt, verdict_token_ids
 from slearn_mlx.run import STAGES
 from slearn_mlx.models import load_model, lora_parameter_count
 from slearn_mlx.probe import target_span

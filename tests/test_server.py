@@ -18,14 +18,14 @@ from click.testing import CliRunner
 
 from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx.distributed import free_port
-from slearn_mlx.answer import first_answer
+from slearn_mlx.prompts import first_answer
 from slearn_mlx.artifacts import read_rows
 from slearn_mlx.cli import cli
 from slearn_mlx.data import Record
 from slearn_mlx.models import resolve_model
-from slearn_mlx.server import (
-    ATTEMPTS, Backend, ServerError, answer_batch_openai, check_server, complete, judge_openai, verdict,
-)
+from slearn_mlx.backends import Backend, answer_on_server
+from slearn_mlx.judge import judge_on_server, verdict
+from slearn_mlx.openai_api import ATTEMPTS, ServerError, check_server, complete
 
 
 
@@ -86,7 +86,7 @@ def test_diagnosis_through_the_server_equals_in_process(server, tiny_model, tmp_
 def test_judge_over_the_server_grades_every_answer(server):
     items = [(Record(id=str(i), question="What is the capital of France?", answer="Paris", kind="long"), said)
              for i, said in enumerate(["Paris", "Lyon", "yes"])]
-    grades = judge_openai(Backend("openai", server), items, concurrency=2)
+    grades = judge_on_server(Backend("openai", server), items, concurrency=2)
     # The random tiny model rarely puts yes or no among its top tokens, so either way may be used.
     assert len(grades) == 3 and {g.grader for g in grades} <= {"judge-logprobs", "judge-word"}
 
@@ -242,7 +242,7 @@ def test_served_answers_get_the_in_process_post_processing():
                Record(id="m", question="Which?", answer="B", kind="mcq", choices={"A": "x", "B": "y"})]
     text = "  Paris is the capital. It is in France.\nIt is big. "
     with fake_server(reply=lambda body: said(text)) as (backend, _):
-        answers = answer_batch_openai(backend, records, concurrency=2)
+        answers = answer_on_server(backend, records, concurrency=2)
     # A short answer is cut after its first sentence, as in-process generation stops there.
     assert answers == [first_answer(text, True), first_answer(text, False), first_answer(text, False)]
     assert answers[0] == "Paris is the capital." and answers[1] == text.strip()
@@ -252,13 +252,13 @@ def test_the_judge_over_a_server_honours_the_threshold():
     top = [{"token": "yes", "logprob": math.log(0.6)}, {"token": "no", "logprob": math.log(0.4)}]
     items = [(Record(id="x", question="Capital of France?", answer="Paris", kind="long"), "Paris")]
     with fake_server(reply=lambda body: said("yes", top)) as (backend, _):
-        assert judge_openai(backend, items)[0].correct  # 0.6 against the default 0.5
-        strict = judge_openai(backend, items, threshold=0.7)[0]
+        assert judge_on_server(backend, items)[0].correct  # 0.6 against the default 0.5
+        strict = judge_on_server(backend, items, threshold=0.7)[0]
     assert not strict.correct and strict.score == pytest.approx(0.6)
 
 
 def test_a_runs_judge_threshold_reaches_the_judge_on_a_server(tiny_model, tmp_path):
-    from slearn_mlx import loop
+    from slearn_mlx.backends import grader
     from slearn_mlx.config import resolve_config
 
     top = [{"token": "yes", "logprob": math.log(0.6)}, {"token": "no", "logprob": math.log(0.4)}]
@@ -267,7 +267,7 @@ def test_a_runs_judge_threshold_reaches_the_judge_on_a_server(tiny_model, tmp_pa
     with fake_server(reply=lambda body: said("yes", top)) as (backend, _):
         config = resolve_config(str(data), str(tiny_model), judge_backend=backend, judge_kinds=["long"],
                                      judge_threshold=0.7)
-        grade, = loop.make_grader(config)([record], ["It is the random access memory"])
+        grade, = grader(config)([record], ["It is the random access memory"])
     assert grade.grader == "judge-logprobs" and grade.score == pytest.approx(0.6) and not grade.correct
 
 

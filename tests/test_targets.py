@@ -1,4 +1,4 @@
-from slearn_mlx.answer import question_text
+from slearn_mlx.prompts import question_text
 from slearn_mlx.data import Record
 from slearn_mlx.grade import auto_grade
 from slearn_mlx.targets import hinted, restate, target_for

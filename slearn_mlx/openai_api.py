@@ -1,9 +1,7 @@
-"""Answer and judge through an OpenAI-compatible server (mlx_lm.server, vLLM, llama.cpp, Ollama).
+"""Chat completions from an OpenAI-compatible server (mlx_lm.server, vLLM, llama.cpp, Ollama): the
+transport that backends.py answers and judge.py judges through.
 
-The requests carry the same chat messages and token budgets as the in-process path, at
-temperature 0, and the answers get the same post-processing (a short answer is cut after its
-first sentence), so a server running the same model gives the same rows. Requests run
-concurrently up to a bound over one kept-alive httpx client per server. A busy or restarting
+Requests run concurrently up to a bound over one kept-alive httpx client per server. A busy or restarting
 server is waited for: timeouts, dropped connections, 408, 429 and 5xx are retried (tenacity)
 with exponential backoff and jitter, or after the server's Retry-After; any other 4xx is a
 mistake in the request and fails at once.
@@ -11,29 +9,24 @@ mistake in the request and fails at once.
 
 import email.utils
 import json
-import math
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from .answer import MAX_NEW_TOKENS, Answerer, first_answer, prompt_messages
-from .data import Record
-from .grade import JUDGE_THRESHOLD, Grade, judge_messages
+if TYPE_CHECKING:
+    from .backends import Backend
 
-BACKENDS = ("mlx", "openai")
 TIMEOUT_SECONDS = 300  # one request; a long answer on a busy CPU server takes a while
 ATTEMPTS = 5  # backoff about 0.5, 1, 2, 4 s: a server restarting within ~8 s is waited for
 BACKOFF_SECONDS = 0.5
 MAX_RETRY_AFTER_SECONDS = 60  # a Retry-After beyond this is waited for this long, so a run never hangs
 RETRIED_STATUS = {408, 429}  # with every 5xx: the server is overloaded, timed out or restarting
 CHECK_TIMEOUT_SECONDS = 30
-VERDICT_TOKENS = 3  # enough for "yes"/"no" and a full stop; the verdict is the first word
-TOP_LOGPROBS = 10  # within every server's limit (OpenAI 20, mlx_lm.server 11)
 
 
 class ServerError(RuntimeError):
@@ -48,19 +41,11 @@ class Transient(Exception):
         self.retry_after = retry_after
 
 
-@dataclass
-class Backend:
-    kind: str = "mlx"  # "mlx": the model in this process; "openai": a server at base_url
-    base_url: str | None = None  # including the API prefix, e.g. http://127.0.0.1:8080/v1
-    api_key_env: str | None = None  # name of the environment variable holding the API key
-    model: str | None = None  # the name the server knows the model by; None: its default model
-
-
-def endpoint(backend: Backend, path: str) -> str:
+def endpoint(backend: "Backend", path: str) -> str:
     return backend.base_url.rstrip("/") + path
 
 
-def headers(backend: Backend) -> dict:
+def headers(backend: "Backend") -> dict:
     result = {"Content-Type": "application/json"}
     if backend.api_key_env:
         key = os.environ.get(backend.api_key_env)
@@ -74,7 +59,7 @@ CLIENTS: dict[tuple, httpx.Client] = {}
 CLIENTS_LOCK = threading.Lock()
 
 
-def client(backend: Backend) -> httpx.Client:
+def client(backend: "Backend") -> httpx.Client:
     """One client per server and key, shared by the threads: its connections are kept alive."""
     key = (backend.base_url, backend.api_key_env)
     with CLIENTS_LOCK:
@@ -102,7 +87,7 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def post(backend: Backend, url: str, body: dict) -> dict:
+def post(backend: "Backend", url: str, body: dict) -> dict:
     """One attempt: the JSON answer, a Transient failure, or a ServerError."""
     try:
         response = client(backend).post(url, json=body)
@@ -128,7 +113,7 @@ def backoff(state) -> float:
     return JITTERED_BACKOFF(state) if asked is None else min(asked, MAX_RETRY_AFTER_SECONDS)
 
 
-def request(backend: Backend, path: str, body: dict) -> dict:
+def request(backend: "Backend", path: str, body: dict) -> dict:
     """POST JSON, with retries; a one-line ServerError when it cannot succeed."""
     url = endpoint(backend, path)
     attempts = Retrying(stop=stop_after_attempt(ATTEMPTS), wait=backoff, retry=retry_if_exception_type(Transient),
@@ -139,7 +124,7 @@ def request(backend: Backend, path: str, body: dict) -> dict:
         raise ServerError(f"no answer from {url} after {ATTEMPTS} attempts ({e}); is the server still up?") from None
 
 
-def check_server(backend: Backend) -> None:
+def check_server(backend: "Backend") -> None:
     """Fail at once, naming the URL, when nothing listens there: before any work, not after retries.
 
     Any HTTP answer counts as up (mlx_lm.server's /models can fail without a Hugging Face cache);
@@ -154,7 +139,7 @@ def check_server(backend: Backend) -> None:
         raise ServerError(f"{endpoint(backend, '/models')} refused the API key: HTTP {response.status_code}")
 
 
-def complete(backend: Backend, messages: list[dict], max_tokens: int, temperature: float, **extra) -> dict:
+def complete(backend: "Backend", messages: list[dict], max_tokens: int, temperature: float, **extra) -> dict:
     """The first choice of a chat completion."""
     body = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature, **extra}
     if backend.model:
@@ -170,57 +155,3 @@ def complete(backend: Backend, messages: list[dict], max_tokens: int, temperatur
 def parallel(fn, items: list, concurrency: int) -> list:
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(fn, items))
-
-
-def answer_batch_openai(backend: Backend, records: list[Record], temperature: float = 0.0,
-                        concurrency: int = 4) -> list[str]:
-    """Answers for a batch of records, in order, at most `concurrency` requests at a time."""
-    def one(record: Record) -> str:
-        choice = complete(backend, prompt_messages(record), MAX_NEW_TOKENS[record.kind], temperature)
-        # As answer.answer_batch does in-process: a server cannot be told to stop after a sentence.
-        return first_answer(choice.get("message", {}).get("content") or "", record.kind == "short")
-
-    return parallel(one, records, concurrency)
-
-
-def answerer(backend: Backend, concurrency: int) -> Answerer:
-    check_server(backend)
-    return lambda records, temperature=0.0: answer_batch_openai(backend, records, temperature, concurrency)
-
-
-def verdict_word(token: str) -> str:
-    """'yes' for 'Yes', ' yes', 'Ġyes' (byte-level BPE as mlx_lm.server reports it), '▁YES', 'yes.'."""
-    return token.replace("Ġ", " ").replace("▁", " ").strip().strip(".,!:").lower()
-
-
-def verdict(choice: dict, threshold: float = JUDGE_THRESHOLD) -> Grade:
-    """The judge's grade from one completion: P(yes) against P(no) from the first token's
-    top log-probabilities when the server gives them, else the first word of the reply."""
-    logprobs = (choice.get("logprobs") or {}).get("content") or []
-    top = logprobs[0].get("top_logprobs") or [] if logprobs else []
-    yes = [t["logprob"] for t in top if verdict_word(t["token"]) == "yes"]
-    no = [t["logprob"] for t in top if verdict_word(t["token"]) == "no"]
-    if yes or no:
-        # A word missing from the top list is at most as likely as the least likely listed token.
-        floor = [min(t["logprob"] for t in top)]
-        log_yes, log_no = logsumexp(yes or floor), logsumexp(no or floor)
-        p = 1 / (1 + math.exp(log_no - log_yes))
-        return Grade(p >= threshold, "judge-logprobs", p)
-    words = (choice.get("message", {}).get("content") or "").split()
-    said_yes = bool(words) and verdict_word(words[0]) == "yes"
-    return Grade(said_yes, "judge-word", float(said_yes))
-
-
-def logsumexp(values: list[float]) -> float:
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
-
-
-def judge_openai(backend: Backend, items: list[tuple[Record, str]], concurrency: int = 4,
-                 threshold: float = JUDGE_THRESHOLD) -> list[Grade]:
-    """The reference-guided judge of grade.py, asked over the server; `threshold` as --judge-threshold."""
-    def one(item: tuple[Record, str]) -> Grade:
-        choice = complete(backend, judge_messages(*item), VERDICT_TOKENS, 0.0, logprobs=True, top_logprobs=TOP_LOGPROBS)
-        return verdict(choice, threshold)
-
-    return parallel(one, items, concurrency)
