@@ -8,19 +8,16 @@ from pathlib import Path
 import click
 
 from . import distributed, loop
-from .backends import BACKENDS, Backend
-from .config import POLICIES, TARGETS, ConfigError, SelectConfig, TrainConfig, resolve_config
+from .bench import bench as run_bench
 from .check import check_dataset, render_check
-from .config_file import SAVED_NAME, ConfigFileError, option_defaults, read_config_file, write_config_file
-from .data import KINDS, DataError
-from .metrics import topic_split
+from .config import POLICIES, ConfigError, Setting, config_from_options, settings
+from .config_file import ConfigFileError, option_defaults, read_config_file
+from .data import DataError
 from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
-from .grade import JUDGED_KINDS
-from .judge import JUDGE_THRESHOLD
+from .metrics import topic_split
 from .models import ModelError, resolve_model
 from .openai_api import ServerError
-from .bench import bench as run_bench
 from .report import topic_table
 from .run import RunError, create_run, default_run_dir, load_run
 from .train import TrainingError
@@ -41,9 +38,17 @@ def use_config_file(ctx, param, path):
     return path
 
 
+def config_option(setting: Setting, **changes):
+    """The click option of a setting of the run configuration (config.py), its default from the field."""
+    option = setting.option
+    attributes = {"default": setting.default, "show_default": True, "type": option.type, "multiple": option.multiple,
+                  "help": option.help, **changes}
+    return click.option(*option.flags, setting.name, **attributes)
+
+
 def run_options(command):
-    """Options shared by the commands that start a run."""
-    train, select = TrainConfig(), SelectConfig()
+    """Options shared by the commands that start a run: the data, the model and the run folder, then every
+    setting of the run configuration."""
     options = [
         click.argument("data", required=False, type=click.Path()),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), is_eager=True,
@@ -54,101 +59,17 @@ def run_options(command):
         click.option("--out", type=click.Path(path_type=Path),
                      help="Run folder [default: runs/DATA-MODEL-POLICY-HASH]; an existing one is resumed."),
         click.option("--force", is_flag=True, help="Replace a run folder made with another configuration."),
-        click.option("--policy", type=click.Choice(POLICIES), default=select.policy, show_default=True,
-                     help="unknown: what the model got wrong (SLearnLLM); all: everything; replay: unknown plus a "
-                          "share of the known; slick: by SliCK category from sampled answers."),
-        click.option("--replay-fraction", type=click.FloatRange(0, 1), default=select.replay_fraction,
-                     show_default=True, help="replay: share of the known training records trained on again."),
-        click.option("--targets", type=click.Choice(TARGETS), default=select.targets, show_default=True,
-                     help="own: train each record on an answer in the model's own words (its right answer, or "
-                          "its restatement of the reference); reference: on the bare reference, as the paper does."),
-        click.option("--slick-samples", type=click.IntRange(1), default=select.slick_samples, show_default=True),
-        click.option("--slick-temperature", type=click.FloatRange(0, min_open=True),
-                     default=select.slick_temperature, show_default=True),
-        click.option("--held-out", "held_out_fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
-                     help="Fraction of records never trained on, to measure generalisation."),
-        click.option("--validation", "validation_fraction", type=click.FloatRange(0, 0.5), default=0.1,
-                     show_default=True, help="Fraction never trained on, answered after each epoch as a guard of "
-                                             "generalisation (reported, not the objective)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--diagnosis", type=click.Choice(["generate", "probe"]), default="generate", show_default=True,
-                     help="generate: answer and grade; probe: score the reference answer without generating."),
-        click.option("--probe-threshold", type=float, default=-1.0, show_default=True,
-                     help="probe: mean log-probability of the reference at which a record counts as known."),
-        click.option("--answer-batch-size", type=click.IntRange(1), default=64, show_default=True),
-        click.option("--judge-model", help="Model that grades the --judge-kind records [default: --model]."),
-        click.option("--judge-kind", "judge_kinds", multiple=True, type=click.Choice(KINDS),
-                     default=sorted(JUDGED_KINDS), show_default=True,
-                     help="Grade records of this kind with the judge instead of the rules (repeatable)."),
-        click.option("--judge-threshold", type=click.FloatRange(0, 1), default=JUDGE_THRESHOLD, show_default=True,
-                     help="The judge's probability of 'correct' from which an answer counts as right."),
-        click.option("--backend", type=click.Choice(BACKENDS), default="mlx", show_default=True,
-                     help="Who answers in the diagnosis: mlx, the model in this process; openai, a server at "
-                          "--base-url serving the same model (evaluation always answers in-process, with the adapter)."),
-        click.option("--base-url", help="openai backend: the API's URL, e.g. http://127.0.0.1:8080/v1."),
-        click.option("--api-key-env", help="openai backend: environment variable holding the API key."),
-        click.option("--served-model", help="openai backend: the name the server knows the model by "
-                                            "[default: the server's own model]."),
-        click.option("--judge-backend", type=click.Choice(BACKENDS), default="mlx", show_default=True,
-                     help="Who judges free-form answers: mlx (--judge-model in this process) or openai."),
-        click.option("--judge-base-url", help="openai judge backend: the API's URL."),
-        click.option("--judge-api-key-env", help="openai judge backend: environment variable holding the API key."),
-        click.option("--judge-served-model", help="openai judge backend: the name the server knows the judge by."),
-        click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True,
-                     help="Requests in flight at once to a server."),
-        click.option("--epochs", type=click.IntRange(1), default=train.epochs, show_default=True),
-        click.option("--patience", type=click.IntRange(1), default=train.patience, show_default=True,
-                     help="Epochs without more training records answered right before training stops."),
-        click.option("--check/--no-check", default=train.check, show_default=True,
-                     help="After each epoch, learned records leave training, forgotten ones return, and the best "
-                          "epoch is kept; --no-check trains every epoch on the first selection and keeps the last."),
-        click.option("--rehearsal", type=click.FloatRange(0), default=train.rehearsal, show_default=True,
-                     help="Right records trained again in each epoch after the first, per record still wrong."),
-        click.option("--max-train-seconds", type=click.FloatRange(0, min_open=True),
-                     help="Stop training after this wall time (equal-budget comparisons)."),
-        click.option("--batch-size", type=click.IntRange(1), default=train.batch_size, show_default=True),
-        click.option("--learning-rate", type=float, default=train.learning_rate, show_default=True),
-        click.option("--lora-rank", type=click.IntRange(1), default=train.lora_rank, show_default=True),
-        click.option("--lora-layers", type=click.IntRange(1), default=train.lora_layers, show_default=True),
-        click.option("--max-seq-length", type=click.IntRange(8), default=train.max_seq_length, show_default=True,
-                     help="Training examples longer than this many tokens are reported and left out, not cut."),
-        click.option("--kl-weight", type=click.FloatRange(0), default=train.kl_weight, show_default=True,
-                     help="Pull the adapted model toward the base model's next-token distribution on the "
-                          "answers of the records it knew (KL divergence, this weight); 0: off."),
+        *[config_option(setting) for setting in settings()],
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def build_config(data, model, policy, replay_fraction, targets, slick_samples, slick_temperature, epochs,
-                 patience, check, rehearsal, max_train_seconds, batch_size, learning_rate, lora_rank, lora_layers,
-                 max_seq_length, kl_weight, backend, base_url,
-                 api_key_env, served_model, judge_backend, judge_base_url, judge_api_key_env, judge_served_model,
-                 judge_kinds, **options):
-    select = SelectConfig(policy=policy, replay_fraction=replay_fraction, targets=targets,
-                          slick_samples=slick_samples, slick_temperature=slick_temperature)
-    train = TrainConfig(epochs=epochs, patience=patience, check=check, rehearsal=rehearsal,
-                        max_seconds=max_train_seconds, batch_size=batch_size,
-                        learning_rate=learning_rate, lora_rank=lora_rank, lora_layers=lora_layers,
-                        max_seq_length=max_seq_length, kl_weight=kl_weight, seed=options["seed"])
-    return resolve_config(
-        data, model, select=select, train=train, judge_kinds=sorted(judge_kinds), **options,
-        backend=Backend(backend, base_url, api_key_env, served_model),
-        judge_backend=Backend(judge_backend, judge_base_url, judge_api_key_env, judge_served_model))
-
-
 def start_run(out, force, config_file, **options) -> Path:
-    config = build_config(**options)
+    config = config_from_options(**options)
     run_dir = out or default_run_dir(config)
-
-    def create():
-        create_run(config, run_dir, force)
-        # The options as resolved (absolute data and model), in the form --config reads.
-        write_config_file(run_dir / SAVED_NAME, {**options, "judge_kinds": config.judge_kinds,
-                                                 "data": config.data, "model": config.model})
-
-    distributed.on_main(create)
+    distributed.on_main(create_run, config, run_dir, force)
     click.echo(f"run folder: {run_dir}")
     return run_dir
 
@@ -208,6 +129,9 @@ def diagnose(export_unknown, **options):
         click.echo(f"{loop.export_unknown(run_dir, export_unknown)} unknown records written to {export_unknown}")
 
 
+MAX_SEQ_LENGTH = next(setting for setting in settings() if setting.name == "max_seq_length")
+
+
 @cli.group()
 def data():
     """Look at a dataset before using it."""
@@ -217,8 +141,7 @@ def data():
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--model", help="Model whose tokenizer counts the lengths (its weights are not loaded) "
                               "[default: the default model].")
-@click.option("--max-seq-length", type=click.IntRange(8), default=TrainConfig().max_seq_length, show_default=True,
-              help="Training's limit on an example, in tokens, as you will train: longer ones are named.")
+@config_option(MAX_SEQ_LENGTH, help="Training's limit on an example, in tokens, as you will train: longer ones are named.")
 def check(path, model, max_seq_length):
     """Schema, counts per kind and topic, repeats, lengths in tokens, and every problem with file and line.
 
@@ -259,7 +182,7 @@ def bench(policies, out, force, config_file, **options):
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if unknown := [p for p in names if p not in POLICIES]:
         raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
-    config = build_config(**options)
+    config = config_from_options(**options)
     bench_dir = out or default_run_dir(config, label="bench")
     run_bench(config, names, bench_dir, force)
     click.echo((bench_dir / "bench.md").read_text())

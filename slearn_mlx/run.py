@@ -1,6 +1,7 @@
 """The run folder: made once per configuration and data, reopened by every stage, and what it records.
 
     RUN/config.json        the resolved configuration (a different one is refused)
+    RUN/config.yaml        the same as options, in the form `--config` reads: `adapt --config` repeats the run
     RUN/versions.json      software and device
     RUN/records.jsonl      the dataset as loaded, with ids and split (train/validation/held_out)
     RUN/diagnosis.jsonl    the base model's greedy answers and grades
@@ -23,7 +24,8 @@ import mlx.core as mx
 
 from . import __version__, blas, distributed
 from .artifacts import read_json, read_rows, write_atomic, write_json
-from .config import RunConfig, config_fingerprint
+from .config import RunConfig, config_fingerprint, options_of
+from .config_file import SAVED_NAME, write_config_file
 from .data import Record, assign_splits, load_records
 from .models import dequantizes
 from .train import adapter_disk_bytes
@@ -78,7 +80,8 @@ def create_run(config: RunConfig, run_dir: Path, force: bool = False) -> Path:
     lines = [json.dumps({**r.to_json(), "split": splits[r.id]}, ensure_ascii=False) for r in records]
     write_atomic(run_dir / "records.jsonl", "\n".join(lines) + "\n")
     write_json(run_dir / "versions.json", versions())
-    write_json(config_path, config.to_json())
+    write_config_file(run_dir / SAVED_NAME, options_of(config))
+    write_json(config_path, config.to_json())  # last: a folder with it is a complete one
     return run_dir
 
 

@@ -21,6 +21,7 @@ def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
     for policy in ["unknown", "replay", "slick"]:
         assert (out / policy / "diagnosis.jsonl").read_text() == diagnosis
         assert read_json(out / policy / "stages.json")["diagnose"]["shared_from"] == str(out / "all")
+        assert f"policy: {policy}" in (out / policy / "config.yaml").read_text()  # bench's runs repeat with --config
     by_policy = {r["policy"]: r for r in rows}
     stages = read_json(out / "all" / "stages.json")
     # targets in the model's own words need its answers, for `all` too; only the training records' count

@@ -6,7 +6,9 @@ from click.testing import CliRunner
 from conftest import qa_rows, write_jsonl
 from slearn_mlx.artifacts import read_json
 from slearn_mlx.cli import cli
+from slearn_mlx.config import resolve_config
 from slearn_mlx.config_file import ConfigFileError
+from slearn_mlx.run import create_run
 
 
 def diagnose(*args):
@@ -26,6 +28,13 @@ def test_file_options_with_command_line_override_and_the_saved_file_repeats_the_
 
     diagnose("--config", tmp_path / "run" / "config.yaml", "--out", tmp_path / "again")
     assert read_json(tmp_path / "again" / "config.json") == config
+
+
+def test_a_run_started_from_python_keeps_its_options_too(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(4))
+    create_run(resolve_config(str(data), str(tiny_model), held_out_fraction=0.5, judge_threshold=0.7), tmp_path / "api")
+    diagnose("--config", tmp_path / "api" / "config.yaml", "--out", tmp_path / "cli")
+    assert read_json(tmp_path / "cli" / "config.json") == read_json(tmp_path / "api" / "config.json")
 
 
 @pytest.mark.parametrize("name, text, problem", [
