@@ -15,10 +15,10 @@ from .config_file import ConfigFileError, option_defaults, read_config_file
 from .data import DataError
 from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
-from .metrics import topic_split
+from .metrics import write_metrics
 from .models import ModelError, resolve_model
 from .openai_api import ServerError
-from .report import topic_table
+from .report import topic_split, topic_table
 from .run import RunError, create_run, default_run_dir, load_run
 from .train import TrainingError
 
@@ -193,7 +193,7 @@ def bench(policies, out, force, config_file, **options):
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(run):
     """Write metrics.json, report.md and report.html again for a finished RUN folder."""
-    print_summary(loop.write_metrics(run))
+    print_summary(write_metrics(run))
     click.echo(f"{run}/report.html")
 
 

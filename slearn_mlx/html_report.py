@@ -11,8 +11,7 @@ from html import escape
 from matplotlib.figure import Figure
 
 from .data import Record
-from .metrics import topic_split
-from .report import EPOCH_HEADER, EPOCH_NOTE, GROUP_TITLES, epoch_cells, percent, ranked_examples
+from .report import EPOCH_HEADER, EPOCH_NOTE, GROUP_TITLES, epoch_cells, percent, ranked_examples, topic_split
 
 BEFORE, AFTER, KNOWN, UNKNOWN = "#9aa5b1", "#2f6fdf", "#3c9a5f", "#e0833a"
 TOPICS_SHOWN = 15

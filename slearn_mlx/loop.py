@@ -12,17 +12,15 @@ from pathlib import Path
 
 from . import distributed
 from .answer import generate, in_process
-from .artifacts import read_json, read_rows, write_atomic, write_json
+from .artifacts import read_rows, write_atomic
 from .backends import base_answerer_and_grader, grader
 from .config import RunConfig
 from .data import Record
 from .forward import plan
 from .grade import Grader
-from .html_report import render_html
-from .metrics import accuracy_table, epoch_summary, trained_ids
+from .metrics import finish_metrics
 from .models import load_model
 from .probe import probe_batch
-from .report import render_report
 from .rows import answer_and_grade, graded, rows_for, sample_and_grade
 from .run import STAGES, Run, RunError, create_run, finished_stages, load_run, mark_finished
 from .select import select_records
@@ -161,37 +159,6 @@ def evaluate(run_dir: Path) -> dict:
                      run.config.answer_batch_size, "evaluate")
     mark_finished(run_dir, "evaluate", time.perf_counter() - start, records=len(run.records))
     return finish_metrics(run_dir)
-
-
-def write_metrics(run_dir: Path) -> dict:
-    """metrics.json, report.md and report.html of a finished run (`slearn_mlx report RUN` redoes them)."""
-    run = load_run(run_dir)
-    if "evaluate" not in finished_stages(run_dir):
-        raise RunError(f"{run_dir}: the run is not evaluated yet; finish it with `adapt` or `evaluate`")
-    before = read_rows(run_dir / "diagnosis.jsonl")
-    after = read_rows(run_dir / "evaluation.jsonl")
-    trained = trained_ids(run_dir)
-    stages = finished_stages(run_dir)
-    metrics = {
-        "run": str(run_dir),
-        "policy": run.config.select.policy,
-        "records": len(run.records),
-        "accuracy": accuracy_table(before, after, trained, run.splits),
-        "epochs": epoch_summary(run_dir),
-        "stage_seconds": {s: stages[s]["seconds"] for s in STAGES if s in stages},
-        "stages": stages,
-    }
-    metrics["total_seconds"] = round(sum(metrics["stage_seconds"].values()), 2)
-    write_json(run_dir / "metrics.json", metrics)
-    write_atomic(run_dir / "report.md", render_report(metrics, run.config, run.records, before, after))
-    write_atomic(run_dir / "report.html", render_html(metrics, run.config, run.records, before, after))
-    return metrics
-
-
-def finish_metrics(run_dir: Path) -> dict:
-    """write_metrics on rank 0; every rank returns what it wrote."""
-    distributed.on_main(write_metrics, run_dir)
-    return read_json(run_dir / "metrics.json")
 
 
 STAGE_FUNCTIONS = {"diagnose": diagnose, "sample": sample, "restate": restate, "select": select, "train": train,

@@ -1,10 +1,14 @@
-"""The numbers of a run: accuracy before and after training per group of records and per topic, and
-what each epoch of training did."""
+"""The numbers of a run: accuracy before and after training per group of records, what each epoch of
+training did, and the time and memory of each stage; metrics.json, and the reports made from them.
+"""
 
 from pathlib import Path
 
-from .artifacts import read_rows
-from .data import Record
+from . import distributed
+from .artifacts import read_json, read_rows, write_atomic, write_json
+from .html_report import render_html
+from .report import render_report
+from .run import STAGES, RunError, finished_stages, load_run
 
 
 def accuracy(rows: dict[str, dict], ids: list[str]) -> float | None:
@@ -47,22 +51,6 @@ def accuracy_table(before: list[dict], after: list[dict] | None, trained_ids: se
     }
 
 
-def topic_split(records: list[Record], before: list[dict], after: list[dict] | None = None) -> dict[str, dict]:
-    """Per topic, most records first: how many records, how many the base model knew, and how
-    many the adapted model answers right (None before evaluation). Records without a topic are
-    counted under "(no topic)"."""
-    before_by_id = {row["id"]: row for row in before}
-    after_by_id = {row["id"]: row for row in after} if after else {}
-    split: dict[str, dict] = {}
-    for record in records:
-        row = split.setdefault(record.topic or "(no topic)", {"records": 0, "known": 0, "after": 0 if after_by_id else None})
-        row["records"] += 1
-        row["known"] += before_by_id[record.id]["correct"]
-        if after_by_id:
-            row["after"] += after_by_id[record.id]["correct"]
-    return dict(sorted(split.items(), key=lambda item: -item[1]["records"]))
-
-
 def trained_ids(run_dir: Path) -> set[str]:
     """The records some epoch trained on."""
     log = read_rows(run_dir / "adapter" / "train_log.jsonl")
@@ -81,3 +69,34 @@ def epoch_summary(run_dir: Path) -> list[dict]:
             summary.update({k: v for k, v in row.items() if k not in ("event", "left", "returned", "seconds")},
                            left=len(row["left"]), returned=len(row["returned"]), check_seconds=row["seconds"])
     return [e for _, e in sorted(epochs.items()) if "records" in e]
+
+
+def write_metrics(run_dir: Path) -> dict:
+    """metrics.json, report.md and report.html of a finished run (`slearn_mlx report RUN` redoes them)."""
+    run = load_run(run_dir)
+    if "evaluate" not in finished_stages(run_dir):
+        raise RunError(f"{run_dir}: the run is not evaluated yet; finish it with `adapt` or `evaluate`")
+    before = read_rows(run_dir / "diagnosis.jsonl")
+    after = read_rows(run_dir / "evaluation.jsonl")
+    trained = trained_ids(run_dir)
+    stages = finished_stages(run_dir)
+    metrics = {
+        "run": str(run_dir),
+        "policy": run.config.select.policy,
+        "records": len(run.records),
+        "accuracy": accuracy_table(before, after, trained, run.splits),
+        "epochs": epoch_summary(run_dir),
+        "stage_seconds": {s: stages[s]["seconds"] for s in STAGES if s in stages},
+        "stages": stages,
+    }
+    metrics["total_seconds"] = round(sum(metrics["stage_seconds"].values()), 2)
+    write_json(run_dir / "metrics.json", metrics)
+    write_atomic(run_dir / "report.md", render_report(metrics, run.config, run.records, before, after))
+    write_atomic(run_dir / "report.html", render_html(metrics, run.config, run.records, before, after))
+    return metrics
+
+
+def finish_metrics(run_dir: Path) -> dict:
+    """write_metrics on rank 0; every rank returns what it wrote."""
+    distributed.on_main(write_metrics, run_dir)
+    return read_json(run_dir / "metrics.json")

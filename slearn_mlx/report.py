@@ -1,7 +1,6 @@
 """A readable report of a run: what the model did not know, and what training changed."""
 
 from .data import Record
-from .metrics import topic_split
 
 GROUP_TITLES = {
     "known": "known (training split, right before)",
@@ -22,8 +21,24 @@ def count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def topic_split(records: list[Record], before: list[dict], after: list[dict] | None = None) -> dict[str, dict]:
+    """Per topic, most records first: how many records, how many the base model knew, and how
+    many the adapted model answers right (None before evaluation). Records without a topic are
+    counted under "(no topic)"."""
+    before_by_id = {row["id"]: row for row in before}
+    after_by_id = {row["id"]: row for row in after} if after else {}
+    split: dict[str, dict] = {}
+    for record in records:
+        row = split.setdefault(record.topic or "(no topic)", {"records": 0, "known": 0, "after": 0 if after_by_id else None})
+        row["records"] += 1
+        row["known"] += before_by_id[record.id]["correct"]
+        if after_by_id:
+            row["after"] += after_by_id[record.id]["correct"]
+    return dict(sorted(split.items(), key=lambda item: -item[1]["records"]))
+
+
 def topic_table(split: dict) -> list[str]:
-    """Markdown rows of known/unknown per topic (from evaluate.topic_split), for report.md and `diagnose`."""
+    """Markdown rows of known/unknown per topic (topic_split), for report.md and `diagnose`."""
     lines = ["| topic | records | known before | unknown before | right after |", "|---|---|---|---|---|"]
     for topic, row in split.items():
         after = "-" if row["after"] is None else f"{row['after']} ({percent(row['after'] / row['records'])})"

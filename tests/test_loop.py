@@ -13,6 +13,7 @@ from mlx_lm.utils import load
 from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx import loop
 from slearn_mlx.config import resolve_config
+from slearn_mlx.metrics import write_metrics
 from slearn_mlx.run import RunError, create_run, load_run
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.cli import cli
@@ -85,7 +86,7 @@ def test_report_of_an_unfinished_run_is_refused(tiny_model, tmp_path):
     config = resolve_config(str(data), str(tiny_model))
     create_run(config, tmp_path / "run")
     with pytest.raises(RunError, match="not evaluated yet"):
-        loop.write_metrics(tmp_path / "run")
+        write_metrics(tmp_path / "run")
 
 
 def test_diagnose_prints_topics_and_exports_unknown_records_as_written(tiny_model, tmp_path):
