@@ -12,3 +12,27 @@ def print_provenance(module: str) -> None:
 
     print("command:", " ".join([Path(sys.executable).name, "-m", module, *sys.argv[1:]]))
     print("machine:", platform.platform(), platform.processor() or "", os.cpu_count(), "cpus", versions())
+
+
+def kappa(labels: list[bool], verdicts: list[bool]) -> float | None:
+    """Cohen's kappa of two binary raters; None when chance agreement is total (both gave one and the
+    same class throughout), where kappa is 0/0: perfect agreement that chance explains entirely."""
+    n = len(labels)
+    observed = sum(a == b for a, b in zip(labels, verdicts)) / n
+    p_label, p_verdict = sum(labels) / n, sum(verdicts) / n
+    chance = p_label * p_verdict + (1 - p_label) * (1 - p_verdict)
+    return None if chance == 1 else (observed - chance) / (1 - chance)
+
+
+def best_threshold(labels: list[bool], scores: list[float]) -> float:
+    """The threshold (to 3 decimals) at which `score >= threshold` agrees best with the labels by kappa,
+    an undefined kappa counting least; ties: the lowest."""
+    def agreement(threshold: float) -> float:
+        value = kappa(labels, [s >= threshold for s in scores])
+        return -1.0 if value is None else value
+
+    return max(sorted({round(s, 3) for s in scores}), key=lambda t: (agreement(t), -t))
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import print_provenance
+from benchmarks import best_threshold, fmt, kappa, print_provenance
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 import mlx.core as mx
 from slearn_mlx.answer import in_process
@@ -27,19 +27,6 @@ from slearn_mlx.probe import probe_batch
 from slearn_mlx.forward import plan
 from slearn_mlx.config import TrainConfig
 from slearn_mlx.train import Example, train_lora
-
-
-def kappa(a: list[bool], b: list[bool]) -> float:
-    n = len(a)
-    observed = sum(x == y for x, y in zip(a, b)) / n
-    pa, pb = sum(a) / n, sum(b) / n
-    expected = pa * pb + (1 - pa) * (1 - pb)
-    return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
-
-
-def best_threshold(logprobs: list[float], labels: list[bool]) -> float:
-    candidates = sorted(set(logprobs))
-    return max(candidates, key=lambda t: kappa([lp >= t for lp in logprobs], labels))
 
 
 def timed(fn):
@@ -76,7 +63,7 @@ def main():
 
     labels = [row["correct"] for row in generated]
     logprobs = [row["mean_logprob"] for row in probed]
-    threshold = best_threshold(logprobs[0::2], labels[0::2])
+    threshold = best_threshold(labels[0::2], logprobs[0::2])
     checked = kappa([lp >= threshold for lp in logprobs[1::2]], labels[1::2])
     reproduces = kappa([row["greedy_reproduces"] for row in probed], labels)
 
@@ -89,7 +76,7 @@ def main():
                               ("one LoRA epoch over the same records", epoch_s, epoch_mb)]:
         print(f"| {name} | {seconds:.1f} | {seconds / epoch_s:.2f} | {mb:,.0f} MB |")
     print(f"\nprobe vs generate-and-grade: threshold {threshold:.3f} chosen on even records, "
-          f"kappa {checked:.3f} on odd records; 'greedy reproduces the reference' alone: kappa {reproduces:.3f}")
+          f"kappa {fmt(checked)} on odd records; 'greedy reproduces the reference' alone: kappa {fmt(reproduces)}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from slearn_mlx.grade import (
 from slearn_mlx.judge import JUDGE_THRESHOLD, judge
 from slearn_mlx.models import load_model, resolve_model
 
+from . import best_threshold, fmt, kappa
 from .answers import ANSWERS, DATASETS, SEED, answered, generate
 
 REFERENCE_LABELS = """\
@@ -102,15 +103,6 @@ def load_items(answers_path) -> dict[str, list[Item]]:
     return items
 
 
-def kappa(labels: list[bool], verdicts: list[bool]) -> float | None:
-    """Cohen's kappa of two binary raters; None when chance agreement is total (one class only)."""
-    n = len(labels)
-    observed = sum(a == b for a, b in zip(labels, verdicts)) / n
-    p_label, p_verdict = sum(labels) / n, sum(verdicts) / n
-    chance = p_label * p_verdict + (1 - p_label) * (1 - p_verdict)
-    return None if chance == 1 else (observed - chance) / (1 - chance)
-
-
 def agreement_row(name: str, grader: str, items: list[Item], verdicts: list[bool], seconds: float,
                   unsure: float | None = None) -> dict:
     labels = [i.label for i in items]
@@ -157,17 +149,6 @@ def judge_scores(model, tokenizer, items: list[Item]) -> tuple[list[float], floa
         batch = items[i : i + JUDGE_CALL]
         scores += [g.score for g in judge(model, tokenizer, [(it.record, it.response) for it in batch])]
     return scores, time.perf_counter() - start
-
-
-def best_threshold(items: list[Item], scores: list[float]) -> float:
-    """The threshold with the highest kappa on these items (ties: the lowest)."""
-    labels = [i.label for i in items]
-    candidates = sorted({round(s, 3) for s in scores})
-    return max(candidates, key=lambda t: (kappa(labels, [s >= t for s in scores]) or -1.0, -t))
-
-
-def fmt(value, digits=3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def print_table(rows: list[dict]) -> None:
@@ -235,7 +216,7 @@ def main():
             scores[name], seconds[name] = judge_scores(model, tokenizer, items[name])
         for kind in args.judge_on:
             chosen_on, checked_on = THRESHOLD_SETS[kind]
-            threshold = best_threshold(items[chosen_on], scores[chosen_on])
+            threshold = best_threshold([i.label for i in items[chosen_on]], scores[chosen_on])
             for name in [chosen_on, *checked_on]:
                 verdicts = [s >= threshold for s in scores[name]]
                 where = "chosen here" if name == chosen_on else f"from {chosen_on}"

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from benchmarks import print_provenance
 from slearn_mlx.artifacts import write_atomic, write_json
-from slearn_mlx.bench import ACCURACY_COLUMNS, accuracies, adapt_sharing_diagnosis, method_seconds, percent
+from slearn_mlx.bench import ACCURACY_COLUMNS, accuracies, adapt_sharing_diagnosis, method_seconds
 from slearn_mlx.config import RunConfig, resolve_config
+from slearn_mlx.report import percent
 
 # One change at a time from the defaults: the replay share, the learning rate, the adapter's size
 # and reach, and how long training may go on before the validation split stops it. The last,

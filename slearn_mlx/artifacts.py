@@ -8,8 +8,6 @@ import json
 import os
 from pathlib import Path
 
-import jsonlines
-
 
 def read_rows(path: Path) -> list[dict]:
     if not path.exists():
@@ -39,10 +37,19 @@ def drop_torn_tail(path: Path) -> None:
             fp.truncate(data.rfind(b"\n") + 1)
 
 
+def jsonl(rows: list[dict]) -> str:
+    """Rows as JSON Lines: one object a line, non-ASCII text as written."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def append_rows(path: Path, rows: list[dict]) -> None:
     drop_torn_tail(path)
-    with jsonlines.open(path, mode="a") as out:
-        out.write_all(rows)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(jsonl(rows))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    write_atomic(path, jsonl(rows))
 
 
 def write_atomic(path: Path, text: str) -> None:

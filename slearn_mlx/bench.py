@@ -18,6 +18,7 @@ from . import distributed
 from .artifacts import write_atomic, write_json
 from .config import RunConfig
 from .loop import adapt
+from .report import percent
 from .run import create_run, finished_stages, write_stage
 
 ACCURACY_COLUMNS = ("whole_set", "known", "unknown", "held_out")
@@ -87,10 +88,6 @@ def write_results(rows: list[dict], bench_dir: Path) -> None:
     write_json(bench_dir / "bench.json", rows)
     write_atomic(bench_dir / "bench.md", render_table(rows))
     plot(rows, bench_dir / "bench.png")
-
-
-def percent(accuracy: float | None) -> str:
-    return "-" if accuracy is None else f"{100 * accuracy:.1f}%"
 
 
 def render_table(rows: list[dict]) -> str:

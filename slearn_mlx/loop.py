@@ -6,13 +6,12 @@ Under mlx.launch every rank runs the stages that answer (sharded) and train (dat
 only rank 0 writes the shared files (distributed.py). run.py lists the files.
 """
 
-import json
 import time
 from pathlib import Path
 
 from . import distributed
 from .answer import generate, in_process
-from .artifacts import read_rows, write_atomic
+from .artifacts import read_rows, write_rows
 from .backends import base_answerer_and_grader, grader
 from .config import RunConfig
 from .data import Record
@@ -96,7 +95,7 @@ def export_unknown(run_dir: Path, path: Path) -> int:
     if not all(r.raw for r in run.records):
         raise RunError(f"{run_dir}: made by an older slearn-mlx that did not keep the input objects; diagnose again")
     unknown = [r.raw for r in run.records if not correct[r.id]]
-    path.write_text("".join(json.dumps(raw, ensure_ascii=False) + "\n" for raw in unknown), encoding="utf-8")
+    write_rows(path, unknown)
     return len(unknown)
 
 
@@ -107,8 +106,7 @@ def select(run_dir: Path) -> None:
     diagnosis = [{**row, **samples.get(row["id"], {})} for row in diagnosed(run)]
     restatements = {row["id"]: row for row in read_rows(run_dir / "restatements.jsonl")}
     rows = select_records(run.records, diagnosis, run.ids("train"), run.config.select, run.config.seed, restatements)
-    distributed.on_main(write_atomic, run_dir / "selection.jsonl",
-                        "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
+    distributed.on_main(write_rows, run_dir / "selection.jsonl", rows)
     mark_finished(run_dir, "select", time.perf_counter() - start, selected=sum(r["selected"] for r in rows))
 
 

@@ -14,7 +14,6 @@
     RUN/metrics.json, RUN/report.md, RUN/report.html
 """
 
-import json
 import platform
 import shutil
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__, blas, distributed
-from .artifacts import read_json, read_rows, write_atomic, write_json
+from .artifacts import read_json, read_rows, write_json, write_rows
 from .config import RunConfig, config_fingerprint, options_of
 from .config_file import SAVED_NAME, write_config_file
 from .data import Record, assign_splits, load_records
@@ -77,8 +76,7 @@ def create_run(config: RunConfig, run_dir: Path, force: bool = False) -> Path:
     check_disk(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     splits = assign_splits(records, config.held_out_fraction, config.validation_fraction, config.seed)
-    lines = [json.dumps({**r.to_json(), "split": splits[r.id]}, ensure_ascii=False) for r in records]
-    write_atomic(run_dir / "records.jsonl", "\n".join(lines) + "\n")
+    write_rows(run_dir / "records.jsonl", [{**r.to_json(), "split": splits[r.id]} for r in records])
     write_json(run_dir / "versions.json", versions())
     write_config_file(run_dir / SAVED_NAME, options_of(config))
     write_json(config_path, config.to_json())  # last: a folder with it is a complete one
