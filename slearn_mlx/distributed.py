@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 import mlx.core as mx
+from tqdm import tqdm
 
 
 @cache
@@ -64,6 +65,12 @@ def on_main(fn, *args, **kwargs) -> None:
     if is_main():
         fn(*args, **kwargs)
     barrier()
+
+
+def progress(iterable=None, **options) -> tqdm:
+    """A progress bar drawn by rank 0 alone, and only on a terminal: into a log file, or a pipe, tqdm
+    would write every redraw of the bar (disable=None asks whether stderr is a terminal)."""
+    return tqdm(iterable, disable=None if is_main() else True, **options)
 
 
 def free_port() -> int:

@@ -9,8 +9,6 @@ answers every Nth record into a file of its own, and rank 0 merges them at the e
 from collections.abc import Callable
 from pathlib import Path
 
-from tqdm import tqdm
-
 from . import distributed
 from .answer import Answerer, by_length, length_sorted_batches
 from .artifacts import append_rows, read_rows
@@ -67,7 +65,7 @@ def rows_for(records: list[Record], out_path: Path, batch_size: int, desc: str,
     # faster rank's first rows as done, shift its share, and leave records to nobody.
     distributed.barrier()
     finished = len(records) - len(todo)
-    with tqdm(total=finished + len(mine), initial=finished, desc=desc, unit="q", disable=not distributed.is_main()) as bar:
+    with distributed.progress(total=finished + len(mine), initial=finished, desc=desc, unit="q") as bar:
         for batch in length_sorted_batches(mine, batch_size):
             rows = scorer(batch)
             append_rows(own_path, rows)

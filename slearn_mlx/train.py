@@ -41,7 +41,6 @@ import numpy as np
 from mlx.nn.utils import average_gradients
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from mlx_lm.tuner.utils import linear_to_lora_layers
-from tqdm import tqdm
 
 from . import distributed
 from .artifacts import append_rows, read_json, write_json
@@ -218,7 +217,7 @@ class Trainer:
         total_loss = total_tokens = 0.0
         batches = epoch_batches(lengths, batch_size, self.config.seed, epoch)
         self.model.train()
-        for batch in tqdm(batches, desc=f"train epoch {epoch}", unit="batch", disable=not distributed.is_main()):
+        for batch in distributed.progress(batches, desc=f"train epoch {epoch}", unit="batch"):
             value, tokens = self.step([training[i] for i in batch])
             total_loss, total_tokens = total_loss + value * tokens, total_tokens + tokens
             if over_budget():

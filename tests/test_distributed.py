@@ -13,7 +13,9 @@ def test_two_ranks_adapt_like_one_process(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(24))
     adapt = [sys.executable, "-m", "slearn_mlx", "adapt", str(data), "--model", str(tiny_model), "--epochs", "2",
              "--batch-size", "4", "--validation", "0", "--answer-batch-size", "4"]
-    subprocess.run([*adapt, "--out", str(tmp_path / "one")], cwd=REPO, check=True, capture_output=True, timeout=300)
+    one = subprocess.run([*adapt, "--out", str(tmp_path / "one")], cwd=REPO, check=True, capture_output=True, text=True,
+                         timeout=300)
+    assert "%|" not in one.stderr and "\r" not in one.stderr  # stderr is no terminal here: no progress bars in it
     for attempt in range(2):
         # --processes 2 starts the same command under mlx.launch's ring backend, which takes two ports from a
         # free one; on a busy machine another process can take the second before it binds, so try once more.
