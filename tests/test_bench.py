@@ -1,12 +1,12 @@
 from click.testing import CliRunner
 
-from conftest import qa_rows, write_jsonl
+from conftest import qa_rows, rows_the_model_knows, write_jsonl
 from slearn_mlx.artifacts import read_json
 from slearn_mlx.cli import cli
 
 
 def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
-    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(16))
+    data = write_jsonl(tmp_path / "data.jsonl", rows_the_model_knows(tiny_model, qa_rows(16)))
     out = tmp_path / "bench"
     result = CliRunner().invoke(cli, ["bench", str(data), "--model", str(tiny_model), "--out", str(out),
                                       "--epochs", "1", "--batch-size", "4", "--slick-samples", "2",
@@ -31,8 +31,11 @@ def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
     assert by_policy["slick"]["seconds"]["diagnosis"] == \
         slick_stages["diagnose"]["method_seconds"] + slick_stages["sample"]["seconds"]
     assert by_policy["slick"]["seconds"]["restate"] == slick_stages["restate"]["seconds"]
-    # with no known records, unknown, replay and all train on the same records
-    assert by_policy["all"]["trained"] == by_policy["unknown"]["trained"] == by_policy["replay"]["trained"]
+    # all trains every training record, unknown the unknown ones, replay those and three quarters of the known
+    known, unknown = (read_json(out / "all" / "metrics.json")["accuracy"][group]["records"] for group in ("known", "unknown"))
+    assert known >= 2 and unknown >= 2
+    assert by_policy["all"]["trained"] == known + unknown and by_policy["unknown"]["trained"] == unknown
+    assert by_policy["replay"]["trained"] == unknown + round(0.75 * known)
 
 
 def test_all_on_bare_references_is_charged_no_diagnosis():

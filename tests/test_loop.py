@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from mlx_lm.utils import load
 
-from conftest import REPO, qa_rows, write_jsonl
+from conftest import REPO, qa_rows, rows_the_model_knows, write_jsonl
 from slearn_mlx import loop
 from slearn_mlx.config import resolve_config
 from slearn_mlx.metrics import write_metrics
@@ -31,7 +31,7 @@ def adapt(data, model, out, *extra):
 def finished_run(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loop")
     rows = [{**row, "domain": ("odd", "even")[i % 2]} for i, row in enumerate(qa_rows(12))]
-    data = write_jsonl(tmp / "data.jsonl", rows)
+    data = write_jsonl(tmp / "data.jsonl", rows_the_model_knows(tiny_model, rows))
     adapt(data, tiny_model, tmp / "run")
     return data, tmp / "run"
 
@@ -59,12 +59,16 @@ def test_metrics_agree_with_the_rows(finished_run):
     assert acc["held_out"]["records"] == round(12 * 0.2) and acc["validation"]["records"] == round(12 * 0.1)
     selected = [s for s in read_rows(run / "selection.jsonl") if s["selected"]]
     never_trained = {r["id"] for r in records if r["split"] != "train"}
-    assert acc["trained"]["records"] == len(selected) == acc["unknown"]["records"]
+    # replay, the default: every unknown training record and three quarters of the known ones
+    replayed = [s for s in selected if s["known"]]
+    assert acc["known"]["records"] >= 2 and len(replayed) == round(0.75 * acc["known"]["records"])
+    assert all("replayed" in s["reason"] and s["target"] == s["expected"] for s in replayed)  # its own answer
+    assert acc["trained"]["records"] == len(selected) == acc["unknown"]["records"] + len(replayed)
     assert not never_trained & {s["id"] for s in selected}
     assert set(metrics["stage_seconds"]) == {"diagnose", "restate", "select", "train", "evaluate"}
     assert "| whole set | 12 |" in (run / "report.md").read_text()
     epoch, = metrics["epochs"]  # one epoch: trained on the selection, then checked
-    assert epoch["records"] == len(selected) and epoch["right_unknown"][1] == len(selected)
+    assert epoch["records"] == len(selected) and epoch["right_unknown"][1] == acc["unknown"]["records"]
     assert f"| 1 | {len(selected)} | {epoch['loss']:.3f} |" in (run / "report.md").read_text()
 
 
