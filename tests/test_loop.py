@@ -131,6 +131,28 @@ def test_interrupted_diagnosis_answers_only_what_is_missing(finished_run, tiny_m
         sorted(json.dumps(r, sort_keys=True) for r in read_rows(run / "diagnosis.jsonl"))
 
 
+def test_stage_by_stage_commands_end_where_adapt_ends_on_the_runs_own_copy_of_the_data(finished_run, tiny_model,
+                                                                                        tmp_path):
+    """`diagnose --out RUN`, then `train RUN` and `evaluate RUN`, with the data file changed in between: the
+    stages read the records the run folder keeps, and starting the run again from the changed file is refused."""
+    data, run = finished_run
+    copy = tmp_path / "data.jsonl"
+    copy.write_text(data.read_text())
+    options = ["--model", str(tiny_model), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "4"]
+    for command in (["diagnose", str(copy), *options], ["train", str(tmp_path / "run")]):
+        result = CliRunner().invoke(cli, command, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        copy.write_text(copy.read_text() + json.dumps({"question": "Added later?", "answer": "Yes"}) + "\n")
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "run")], catch_exceptions=False)
+    assert result.exit_code == 0 and "whole_set     12 records" in result.output, result.output
+    with pytest.raises(RunError, match="different configuration or data"):
+        CliRunner().invoke(cli, ["adapt", str(copy), *options], catch_exceptions=False)
+
+    for name in ["records.jsonl", "diagnosis.jsonl", "selection.jsonl", "evaluation.jsonl"]:
+        assert read_rows(tmp_path / "run" / name) == read_rows(run / name), name
+    assert read_json(tmp_path / "run" / "metrics.json")["accuracy"] == read_json(run / "metrics.json")["accuracy"]
+
+
 def test_a_run_folder_with_another_configuration_is_refused(finished_run, tiny_model):
     data, run = finished_run
     with pytest.raises(RunError, match="different configuration"):
