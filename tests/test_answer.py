@@ -1,3 +1,5 @@
+import mlx.core as mx
+
 from conftest import one_at_a_time, qa_rows
 from slearn_mlx import answer
 from slearn_mlx.answer import answer_batch, answer_batch_size
@@ -37,13 +39,28 @@ def test_a_short_answer_ends_with_its_first_sentence():
     assert first_answer(text, short=False) == text
 
 
-def test_the_answer_batch_shrinks_to_the_memory_there_is(tiny_model, monkeypatch):
-    model, _ = load_model(tiny_model)
+def test_the_answer_batch_fits_the_memory_there_is_and_uses_it(tiny_model, monkeypatch):
+    """Told how much memory is free, the batch chosen answers within it, as measured by MLX's peak, and
+    is not needlessly small: twice as many records need more than the half of it the sizing aims at."""
+    model, tokenizer = load_model(tiny_model)
+    batch = [Record(id=str(i), question=q["question"], answer=q["answer"], kind="short") for i, q in enumerate(qa_rows(64))]
+    answer_batch(model, tokenizer, batch[:2])  # the first call's one-off allocations are not the batch's
+
+    def peak_of(size: int) -> int:
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        before = mx.get_active_memory()
+        answer_batch(model, tokenizer, batch[:size])
+        return mx.get_peak_memory() - before
+
+    sizes = []
+    for free in (2_000_000, 8_000_000):
+        monkeypatch.setattr(answer, "available_memory", lambda: free)
+        sizes.append(answer_batch_size(model))
+        assert 1 < sizes[-1] < answer.MAX_ANSWER_BATCH  # the memory decided, not the bounds
+        assert peak_of(sizes[-1]) <= free < 2 * peak_of(2 * sizes[-1])
+    assert sizes[0] < sizes[1]
     monkeypatch.setattr(answer, "available_memory", lambda: 10**12)
     assert answer_batch_size(model) == answer.MAX_ANSWER_BATCH
-    # The tiny model's cache for 256 positions: 2 layers x K and V x 2 heads x 16 dims x 4 bytes.
-    kv_bytes = 2 * 2 * 2 * 16 * 256 * 4
-    monkeypatch.setattr(answer, "available_memory", lambda: int(2 * 5 * answer.MEMORY_PER_KV * kv_bytes) + 1)
-    assert answer_batch_size(model) == 5
     monkeypatch.setattr(answer, "available_memory", lambda: 0)
     assert answer_batch_size(model) == 1

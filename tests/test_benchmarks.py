@@ -1,18 +1,66 @@
-"""The benchmark scripts keep working as the package changes (they are run by hand, not timed here)."""
+"""The benchmark scripts keep working as the package changes (they are run by hand, not timed here),
+and the numbers they compute are the ones they name."""
 
-import importlib
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, qa_rows, write_jsonl
+from benchmarks import best_threshold, kappa
+from benchmarks.answers import DATASETS
+from benchmarks.blas import BASELINE, ratio
+from conftest import REPO, qa_rows, rows_the_model_knows, write_jsonl
 from slearn_mlx.artifacts import read_json
 
 
-@pytest.mark.parametrize("name", ["answering", "answers", "blas", "diagnosis", "grading", "peers", "server", "settings"])
-def test_benchmark_modules_import(name):
-    importlib.import_module(f"benchmarks.{name}")
+def table_rows(stdout: str) -> list[list[str]]:
+    """The cells of the markdown table rows a benchmark printed, header and rule left out."""
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in stdout.splitlines()
+            if line.startswith("| ") and not set(line) <= set("|-") and not line.startswith("| ---")]
+
+
+def test_kappa_is_agreement_beyond_chance_and_undefined_when_chance_explains_all():
+    assert kappa([True, False, True, False], [True, False, True, False]) == 1.0
+    assert kappa([True, False, True, False], [False, True, False, True]) == -1.0
+    assert kappa([True, True, False, False], [True, False, True, False]) == 0.0  # agreement at chance
+    assert kappa([True] * 4, [True] * 4) is None  # 0/0: one class throughout on both sides
+    assert best_threshold([True, True, False, False], [0.9, 0.8, 0.3, 0.1]) == 0.8
+    assert best_threshold([True, True], [0.9, 0.2]) == 0.9  # 0.2 would make kappa 0/0, which ranks last
+
+
+def test_blas_ratios_are_taken_within_each_round_then_the_median():
+    def outcome(rate):
+        return {"training": {"per_second": rate}}
+
+    rounds = [{BASELINE: outcome(10), "x": outcome(20)}, {BASELINE: outcome(5), "x": outcome(5)},
+              {BASELINE: outcome(2), "x": outcome(3)}, {BASELINE: "failed: no library", "x": outcome(9)}]
+    assert ratio(rounds, "x", "training") == 1.5  # median of 2.0, 1.0 and 1.5; the round without a baseline left out
+
+
+@pytest.mark.skipif(not DATASETS.exists(), reason="needs ../shared/datasets")
+def test_grading_benchmark_finds_the_rules_agreement_the_readme_reports():
+    """Rules only (no judge), on the cached answers: the auto grader's kappa with the reference labels."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.grading", "--judge-on"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kappas = {(row[0], row[1]): row[5] for row in table_rows(proc.stdout)}
+    assert kappas[("trivia_mixed", "auto")] == "0.870" and kappas[("vera_acronyms", "auto")] == "1.000"
+    assert kappas[("foldoc_pairs:a", "auto")] == "0.800"
+    assert subprocess.run(["git", "status", "--porcelain", "benchmarks/answers.jsonl"], cwd=REPO, capture_output=True,
+                          text=True).stdout == ""  # the cached answers are graded, not made again
+
+
+def test_server_benchmark_grades_the_same_served_and_in_process(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", rows_the_model_knows(tiny_model, qa_rows(6)))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.server", str(data), "--model", str(tiny_model),
+                           "--concurrency", "1,3"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = table_rows(proc.stdout)[1:]
+    assert [row[0] for row in rows] == ["1", "3", "in-process, batches of 64"]
+    correct = {row[3] for row in rows}
+    assert len(correct) == 1 and correct != {"0"}, rows  # the same records right whichever way they were asked
+
+
 
 
 def test_diagnosis_benchmark_runs_on_the_tiny_model(tiny_model, tmp_path):
