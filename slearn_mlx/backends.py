@@ -22,7 +22,7 @@ from .prompts import MAX_NEW_TOKENS, first_answer, prompt_messages
 
 @dataclass
 class Backend:
-    kind: str = "mlx"  # a key of KINDS
+    kind: str = "mlx"  # a key of BACKENDS
     base_url: str | None = None  # including the API prefix, e.g. http://127.0.0.1:8080/v1
     api_key_env: str | None = None  # name of the environment variable holding the API key
     model: str | None = None  # the name the server knows the model by; None: its default model
@@ -66,7 +66,7 @@ def server_judge(backend: Backend, model: str, threshold: float, concurrency: in
 
 
 @dataclass(frozen=True)
-class Kind:
+class BackendKind:
     # (backend, model, concurrency) -> the answerer, and the (model, tokenizer) it loaded, if any
     answerer: Callable[[Backend, Path, int], tuple[Answerer, tuple | None]]
     # (backend, judge model, threshold, concurrency, a (model, tokenizer) in memory to judge with) -> judge
@@ -74,15 +74,14 @@ class Kind:
     remote: bool  # reached at a base URL: the model is not in this process
 
 
-KINDS = {"mlx": Kind(in_process_answerer, in_process_judge, remote=False),
-         "openai": Kind(server_answerer, server_judge, remote=True)}
-BACKENDS = tuple(KINDS)
+BACKENDS = {"mlx": BackendKind(in_process_answerer, in_process_judge, remote=False),
+            "openai": BackendKind(server_answerer, server_judge, remote=True)}
 
 
 def grader(config, loaded=None) -> Grader:
     """auto_grade with the run's judge. `loaded` is the (model, tokenizer) of the run's model when it
     is already in memory: the default judge, which then needs no second copy."""
-    run_judge = KINDS[config.judge_backend.kind].judge(config.judge_backend, config.judge_model or config.model,
+    run_judge = BACKENDS[config.judge_backend.kind].judge(config.judge_backend, config.judge_model or config.model,
                                                        config.judge_threshold, config.concurrency,
                                                        None if config.judge_model else loaded)
     judged_kinds = frozenset(config.judge_kinds)
@@ -92,5 +91,5 @@ def grader(config, loaded=None) -> Grader:
 def base_answerer_and_grader(config) -> tuple[Answerer, Grader]:
     """The base model's answerer on the run's backend (the diagnosis, SliCK's samples, the restatements),
     and the run's grader."""
-    answer, loaded = KINDS[config.backend.kind].answerer(config.backend, Path(config.model), config.concurrency)
+    answer, loaded = BACKENDS[config.backend.kind].answerer(config.backend, Path(config.model), config.concurrency)
     return answer, grader(config, loaded)

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import click
 
-from .backends import BACKENDS, KINDS, Backend
-from .data import KINDS as RECORD_KINDS
-from .data import default_dataset
+from .backends import BACKENDS, Backend
+from .data import KINDS, default_dataset
 from .grade import JUDGED_KINDS
 from .judge import JUDGE_THRESHOLD
 from .models import resolve_model
@@ -105,7 +104,7 @@ def backend_options(prefix: str, kind: str, base_url: str, api_key_env: str, ser
     def flag(name: str) -> tuple[str, ...]:
         return ("--" + (prefix + name).replace("_", "-"),)
 
-    return {"kind": Option(flag("backend"), kind, click.Choice(BACKENDS), name=f"{prefix}backend"),
+    return {"kind": Option(flag("backend"), kind, click.Choice(tuple(BACKENDS)), name=f"{prefix}backend"),
             "base_url": Option(flag("base_url"), base_url, name=f"{prefix}base_url"),
             "api_key_env": Option(flag("api_key_env"), api_key_env, name=f"{prefix}api_key_env"),
             "model": Option(flag("served_model"), served_model, name=f"{prefix}served_model")}
@@ -132,7 +131,7 @@ class RunConfig:
     # None: the model being adapted, without its adapter.
     judge_model: str | None = option(None, "--judge-model", help="Model that grades the --judge-kind records "
                                                                  "[default: --model].")
-    judge_kinds: list[str] = option(sorted(JUDGED_KINDS), "--judge-kind", type=click.Choice(RECORD_KINDS),
+    judge_kinds: list[str] = option(sorted(JUDGED_KINDS), "--judge-kind", type=click.Choice(KINDS),
                                     multiple=True, help="Grade records of this kind with the judge instead of the "
                                                         "rules (repeatable).")
     judge_threshold: float = option(JUDGE_THRESHOLD, "--judge-threshold", type=click.FloatRange(0, 1),
@@ -206,19 +205,18 @@ def options_of(config: RunConfig) -> dict:
 
 def config_from_options(data: str | None, model: str | None, **values) -> RunConfig:
     """The RunConfig of the commands' options, by option name (a --config file's keys)."""
-    parts: dict = {}
+    top: dict = {}
+    parts: dict[str, dict] = {}  # select, train and the backends: their fields
     for s in settings():
-        value = sorted(values[s.name]) if s.option.multiple else values[s.name]  # any order, one config
-        *outer, last = s.path
-        target = parts
-        for name in outer:
-            target = target.setdefault(name, {})
-        target[last] = value
-    nested = {f.name: f.default_factory(**parts.pop(f.name)) for f in fields(RunConfig) if f.name in parts
-              and isinstance(parts[f.name], dict)}
-    # One --seed draws the splits and the replayed records and seeds training.
-    nested["train"].seed = parts["seed"]
-    return resolve_config(data, model, **parts, **nested)
+        value = sorted(values[s.name]) if s.option.multiple else values[s.name]  # given in any order, one config
+        if len(s.path) == 1:
+            top[s.path[0]] = value
+        else:
+            parts.setdefault(s.path[0], {})[s.path[1]] = value
+    made = {f.name: f.default_factory(**parts[f.name]) for f in fields(RunConfig) if f.name in parts}
+    # One --seed draws the splits and the replayed records, and seeds training.
+    made["train"].seed = top["seed"]
+    return resolve_config(data, model, **top, **made)
 
 
 def file_digest(path: Path) -> str:
@@ -234,8 +232,8 @@ def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
     data_path = Path(data).resolve() if data else default_dataset()
     config = RunConfig(data=str(data_path), model=str(resolve_model(model).resolve()), **options)
     for name, backend in [("--backend", config.backend), ("--judge-backend", config.judge_backend)]:
-        if KINDS[backend.kind].remote and not backend.base_url:
+        if BACKENDS[backend.kind].remote and not backend.base_url:
             raise ConfigError(f"{name} {backend.kind} needs the server's URL (--base-url / --judge-base-url)")
-    if config.diagnosis == "probe" and KINDS[config.backend.kind].remote:
+    if config.diagnosis == "probe" and BACKENDS[config.backend.kind].remote:
         raise ConfigError("--diagnosis probe scores the reference inside the model: it needs --backend mlx")
     return config
