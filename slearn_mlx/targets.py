@@ -2,7 +2,7 @@
 
 Trained on bare references, a small model learns to answer in a new form ("Lima", where it used to
 say "The capital of Peru is Lima.") and in that form loses facts it knew; trained on answers in its
-own way of answering, it keeps them (README, "Teaching facts"). So with `--targets own` (default):
+own way of answering, it keeps them (issue 14). So with `--targets own` (default):
 - a known record is trained, when it is, on the model's own right answer from the diagnosis;
 - an unknown record on the model's restatement of its reference: the model answers the question
   again with the reference shown to it, and that answer is the target when the grader credits it,
