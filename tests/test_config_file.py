@@ -48,3 +48,30 @@ def test_bad_configuration_files_name_file_and_problem(tmp_path, name, text, pro
     (tmp_path / name).write_text(text)
     with pytest.raises(ConfigFileError, match=problem):
         CliRunner().invoke(cli, ["adapt", "--config", str(tmp_path / name)], catch_exceptions=False)
+
+
+# A default config.json as written before the settings moved into config.py, whose fields are in
+# another order now; the data file's digest left out.
+EARLIER_CONFIG = {
+    "data": "/data/d.jsonl", "model": "/models/m",
+    "select": {"policy": "replay", "replay_fraction": 0.75, "targets": "own", "slick_samples": 4,
+               "slick_temperature": 0.7, "slick_keep": ["MaybeKnown", "WeaklyKnown", "Unknown"]},
+    "train": {"epochs": 3, "batch_size": 8, "learning_rate": 0.0001, "lora_rank": 8, "lora_scale": 20.0,
+              "lora_layers": 16, "max_seq_length": 1024, "seed": 0, "patience": 1, "max_seconds": None,
+              "kl_weight": 0.0, "check": True, "rehearsal": 1.0},
+    "held_out_fraction": 0.2, "validation_fraction": 0.1, "seed": 0, "diagnosis": "generate", "probe_threshold": -1.0,
+    "answer_batch_size": 64, "judge_model": None, "judge_kinds": [], "judge_threshold": 0.5,
+    "backend": {"kind": "mlx", "base_url": None, "api_key_env": None, "model": None},
+    "judge_backend": {"kind": "mlx", "base_url": None, "api_key_env": None, "model": None}, "concurrency": 4,
+}
+
+
+def test_an_earlier_config_json_loads_as_it_was_and_names_the_same_run_folder(monkeypatch):
+    from slearn_mlx import config as config_module
+    from slearn_mlx.config import RunConfig, config_fingerprint
+
+    monkeypatch.setattr(config_module, "file_digest", lambda path: "0" * 64)
+    config = RunConfig.from_json(EARLIER_CONFIG)
+    assert config.to_json() == {**EARLIER_CONFIG, "data_sha256": "0" * 64}  # so create_run reopens its folder
+    assert config == RunConfig("/data/d.jsonl", "/models/m")
+    assert config_fingerprint(config) == "b355789e"  # the default folder's name, as the earlier code made it
