@@ -69,8 +69,8 @@ class SelectConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(3, "--epochs", type=click.IntRange(1))
-    patience: int = option(1, "--patience", type=click.IntRange(1),
+    epochs: int = option(6, "--epochs", type=click.IntRange(1))
+    patience: int = option(2, "--patience", type=click.IntRange(1),
                            help="Epochs without more training records answered right before training stops.")
     check: bool = option(True, "--check/--no-check",
                          help="After each epoch, learned records leave training, forgotten ones return, and the best "
