@@ -137,9 +137,12 @@ def plot(rows: list[dict], path: Path) -> None:
     acc_ax.legend(fontsize=8)
     timed = [r for r in rows if r["seconds"]]
     names = [r["policy"] for r in timed]
-    diagnosis = [r["seconds"]["diagnosis"] for r in timed]
-    time_ax.bar(names, diagnosis, label="diagnosis")
-    time_ax.bar(names, [r["seconds"]["training"] for r in timed], bottom=diagnosis, label="training")
+    bottom = [0.0] * len(timed)
+    for part in ("diagnosis", "restate", "checks", "training"):
+        # training's seconds include its checks: the bar shows the checks apart
+        heights = [r["seconds"][part] - (r["seconds"]["checks"] if part == "training" else 0) for r in timed]
+        time_ax.bar(names, heights, bottom=bottom, label="training steps" if part == "training" else part)
+        bottom = [b + h for b, h in zip(bottom, heights)]
     time_ax.set_ylabel("seconds")
     time_ax.legend(fontsize=8)
     fig.suptitle("slearn-mlx bench: selection policies on the same data, model and splits")
