@@ -88,31 +88,31 @@ def test_prose_cut_at_its_token_budget_is_not_a_list_of_guesses():
     assert lists_candidates("Europe, Asia, Africa, and", record)  # short items are still guesses
 
 
-@pytest.mark.parametrize("record, response", [
-    (short(*CAPITAL), "Perhaps Ankara? I really can't say."),
-    (short(*CAPITAL), "I don't know."),
-    (short(*CAPITAL), "I'm not sure, maybe Ankara."),
-    (short(*CAPITAL), "I’m sorry, but I cannot answer that."),
+UNSURE, PLAIN_RIGHT = (True, False), (False, True)
+
+
+@pytest.mark.parametrize("record, response, unsure_and_correct", [
+    # hedged or refused: unsure, not right
+    (short(*CAPITAL), "Perhaps Ankara? I really can't say.", UNSURE),
+    (short(*CAPITAL), "I don't know.", UNSURE),
+    (short(*CAPITAL), "I'm not sure, maybe Ankara.", UNSURE),
+    (short(*CAPITAL), "I’m sorry, but I cannot answer that.", UNSURE),
     (Record(id="x", question="Which is a colour?", answer="B", kind="mcq", choices={"A": "dog", "B": "blue"}),
-     "Maybe B?"),
+     "Maybe B?", UNSURE),
     (Record(id="x", question="Explain RAM", answer="Random access memory", kind="long"),
-     "I do not know what random access memory is."),
-])
-def test_a_hedged_or_refused_answer_is_unsure_not_right(record, response):
-    grade = auto_grade([record], [response])[0]
-    assert grade.unsure and not grade.correct and grade.score == 0.0
-
-
-@pytest.mark.parametrize("record, response", [
-    (short("Which song has the lyrics \"I don't know how\"?", "Something"), "Something has \"I don't know how\"."),
+     "I do not know what random access memory is.", UNSURE),
+    # doubt quoted from the question, an option or a definition: not unsure
+    (short("Which song has the lyrics \"I don't know how\"?", "Something"), "Something has \"I don't know how\".",
+     PLAIN_RIGHT),
     (Record(id="x", question="Which is safe?", answer="B", kind="mcq", choices={"A": "run", "B": "maybe wait"}),
-     "B: maybe wait"),
+     "B: maybe wait", PLAIN_RIGHT),
     (Record(id="x", question="Define cache", answer="A memory that may hold copies", kind="long"),
-     "A small memory that may possibly hold copies of data."),
+     "A small memory that may possibly hold copies of data.", PLAIN_RIGHT),
 ])
-def test_doubt_quoted_from_the_question_or_an_option_or_a_definition_is_not_unsure(record, response):
+def test_hedges_and_refusals_are_unsure_but_doubt_quoted_from_the_record_is_not(record, response, unsure_and_correct):
     grade = auto_grade([record], [response])[0]
-    assert not grade.unsure and grade.correct
+    assert (grade.unsure, grade.correct) == unsure_and_correct
+    assert grade.score > 0 if grade.correct else grade.score == 0.0
 
 
 def test_the_judge_gate_records_an_unsure_answer():
