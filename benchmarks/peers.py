@@ -63,7 +63,7 @@ def prepare(folder: Path, train: int, answer: int) -> None:
     from slearn_mlx.prompts import FIRST_SENTENCE_END, prompt_messages
     from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model, resolve_model
-    from slearn_mlx.train import tokenize
+    from slearn_mlx.probe import target_span
 
     source = resolve_model(None)
     model, tokenizer = load_model(source)  # dequantized to float32
@@ -76,7 +76,8 @@ def prepare(folder: Path, train: int, answer: int) -> None:
     records = load_records(default_dataset())
     asked = by_length(records)[:answer]
     (folder / "data.json").write_text(json.dumps({
-        "train": tokenize(tokenizer, [(r, r.answer) for r in records[:train]]),
+        # (tokens, where the answer starts), the end-of-turn learned too: what train_lora trains on
+        "train": [(span.tokens, span.start) for span in (target_span(tokenizer, r, r.answer) for r in records[:train])],
         "prompts": [tokenizer.apply_chat_template(prompt_messages(r), add_generation_prompt=True) for r in asked],
         "stop": FIRST_SENTENCE_END.pattern, "eos": sorted(tokenizer.eos_token_ids), "train_records": train,
         "answer_records": answer,
@@ -109,10 +110,10 @@ def mlx_train(folder: Path, data: dict, plain: bool) -> dict:
     from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model
     from slearn_mlx.config import TrainConfig
-    from slearn_mlx.train import lora_parameters, train_lora
+    from slearn_mlx.train import Example, lora_parameters, train_lora
 
     model, tokenizer = load_model(folder)
-    config = TrainConfig(epochs=1)
+    config = TrainConfig(epochs=1, check=False)
     tokens = sum(len(t) for t, _ in data["train"])
     batch, lengths = first_batch(data["train"])
     loss = default_loss(model, mx.array(batch), mx.array(lengths))[0].item()  # LoRA's B starts at 0: the same
@@ -126,7 +127,8 @@ def mlx_train(folder: Path, data: dict, plain: bool) -> dict:
             _, seconds = timed(lambda: train(model, optim.Adam(learning_rate=config.learning_rate), data["train"], args=args))
         else:
             records = load_records(default_dataset())[: data["train_records"]]
-            _, seconds = timed(lambda: train_lora(model, tokenizer, [(r, r.answer) for r in records], config, Path(adapter_dir)))
+            _, seconds = timed(lambda: train_lora(model, tokenizer, [Example(r, r.answer, r.answer, False, True) for r in records],
+                                                      config, Path(adapter_dir)))
     return {"per_second": tokens / seconds, "first_loss": loss}
 
 

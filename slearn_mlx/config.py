@@ -55,7 +55,8 @@ class SelectConfig:
         help="unknown: what the model got wrong (SLearnLLM); all: everything; replay: unknown plus a share of "
              "the known; slick: by SliCK category from sampled answers.")
     # Share of the known training records replayed: with a learning rate of 1e-4, 0.75 kept the most of
-    # the known on the default data and two shared sets (benchmarks/settings.py, README "Choosing the defaults").
+    # the known on the default data and two shared sets under the previous loop (bare references);
+    # not measured again since (README "Choosing the defaults").
     replay_fraction: float = option(0.75, "--replay-fraction", type=click.FloatRange(0, 1),
                                     help="replay: share of the known training records trained on again.")
     targets: str = option(
