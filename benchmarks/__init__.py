@@ -6,6 +6,20 @@ import sys
 from pathlib import Path
 
 
+def reference_training(tokenizer, records: list) -> tuple[list, list]:
+    """The records as train_lora trains them on their bare references, one epoch's selection, and each
+    one's span (tokens, where the answer starts): the same work for every side a benchmark compares."""
+    from dataclasses import replace
+
+    from slearn_mlx.probe import target_span
+    from slearn_mlx.train import Example
+
+    examples = [Example(r, r.answer, r.answer, known=False, selected=True) for r in records]
+    # the end-of-turn is learned too, as train_lora trains it
+    spans = [replace(s, end=len(s.tokens)) for s in (target_span(tokenizer, r, r.answer) for r in records)]
+    return examples, spans
+
+
 def print_provenance(module: str) -> None:
     """The command as typed and the machine and software it ran on: the first lines of every output."""
     from slearn_mlx.run import versions

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import print_provenance
+from benchmarks import print_provenance, reference_training
 from slearn_mlx import blas
 
 CPUS = str(os.cpu_count())
@@ -82,16 +82,17 @@ def worker(answer: int, train: int) -> None:
     from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model, resolve_model
     from slearn_mlx.config import TrainConfig
-    from slearn_mlx.train import tokenize, train_lora
+    from slearn_mlx.train import train_lora
 
     gflops = matmul_gflops()
     records = load_records(default_dataset())
     model, tokenizer = load_model(resolve_model(None))
     answering = phase(lambda: len(in_process(model, tokenizer)(by_length(records)[:answer])))
-    examples = [(r, r.answer) for r in records[:train]]
-    tokens = sum(len(t) for t, _ in tokenize(tokenizer, examples))
+    examples, spans = reference_training(tokenizer, records[:train])
+    tokens = sum(len(s.tokens) for s in spans)
     with tempfile.TemporaryDirectory() as adapter_dir:
-        training = phase(lambda: train_lora(model, tokenizer, examples, TrainConfig(epochs=1), Path(adapter_dir)))
+        training = phase(lambda: train_lora(model, tokenizer, examples, TrainConfig(epochs=1, check=False),
+                                            Path(adapter_dir)))
     print(json.dumps({"blas": blas.loaded, "gflops": gflops,
                       "answering": {**answering, "per_second": answering["result"] / answering["seconds"]},
                       "training": {**training, "result": None, "per_second": tokens / training["seconds"]}}))

@@ -41,7 +41,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from benchmarks import print_provenance
+from benchmarks import print_provenance, reference_training
 
 PEERS = ("torch", "transformers", "peft")
 CPUS = os.cpu_count()
@@ -63,7 +63,6 @@ def prepare(folder: Path, train: int, answer: int) -> None:
     from slearn_mlx.prompts import FIRST_SENTENCE_END, prompt_messages
     from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model, resolve_model
-    from slearn_mlx.probe import target_span
 
     source = resolve_model(None)
     model, tokenizer = load_model(source)  # dequantized to float32
@@ -76,8 +75,7 @@ def prepare(folder: Path, train: int, answer: int) -> None:
     records = load_records(default_dataset())
     asked = by_length(records)[:answer]
     (folder / "data.json").write_text(json.dumps({
-        # (tokens, where the answer starts), the end-of-turn learned too: what train_lora trains on
-        "train": [(span.tokens, span.start) for span in (target_span(tokenizer, r, r.answer) for r in records[:train])],
+        "train": [(span.tokens, span.start) for span in reference_training(tokenizer, records[:train])[1]],
         "prompts": [tokenizer.apply_chat_template(prompt_messages(r), add_generation_prompt=True) for r in asked],
         "stop": FIRST_SENTENCE_END.pattern, "eos": sorted(tokenizer.eos_token_ids), "train_records": train,
         "answer_records": answer,
@@ -110,7 +108,7 @@ def mlx_train(folder: Path, data: dict, plain: bool) -> dict:
     from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model
     from slearn_mlx.config import TrainConfig
-    from slearn_mlx.train import Example, lora_parameters, train_lora
+    from slearn_mlx.train import lora_parameters, train_lora
 
     model, tokenizer = load_model(folder)
     config = TrainConfig(epochs=1, check=False)
@@ -127,8 +125,8 @@ def mlx_train(folder: Path, data: dict, plain: bool) -> dict:
             _, seconds = timed(lambda: train(model, optim.Adam(learning_rate=config.learning_rate), data["train"], args=args))
         else:
             records = load_records(default_dataset())[: data["train_records"]]
-            _, seconds = timed(lambda: train_lora(model, tokenizer, [Example(r, r.answer, r.answer, False, True) for r in records],
-                                                      config, Path(adapter_dir)))
+            _, seconds = timed(lambda: train_lora(model, tokenizer, reference_training(tokenizer, records)[0], config,
+                                                      Path(adapter_dir)))
     return {"per_second": tokens / seconds, "first_loss": loss}
 
 
