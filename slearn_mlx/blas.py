@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 MULTIARCH = Path("/usr/lib") / (sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu")
@@ -40,7 +41,7 @@ PREFERENCE = ["openblas"]
 # The variables through which these libraries and their OpenMP runtimes read their thread settings.
 THREAD_VARIABLES = ("OPENBLAS_", "GOTO_", "OMP_", "GOMP_", "KMP_", "BLIS_", "MKL_")
 
-# {"choice", "library", "settings", "set_by_slearn_mlx", "load_average", "cblas_sgemm"} once loaded; None otherwise.
+# {"choice", "library", "settings", "set_by_slearn_mlx", "cblas_sgemm"} once loaded; None otherwise.
 loaded: dict | None = None
 
 
@@ -94,9 +95,33 @@ def chosen(environ=os.environ) -> tuple[str, str | None]:
     return PREFERENCE[0], None
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all cores since boot, from Linux's /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    return total - idle - iowait, total
+
+
+def busy_cores(window: float = 0.1) -> float:
+    """Cores other work keeps busy now: the share of CPU time spent over a short window that this
+    process sleeps through. Not the load average: it remembers the last minute, so a run started
+    just after another (a benchmark's next variant, a second adapt) read its predecessor's load
+    and took one thread for its whole length."""
+    before = cpu_times()
+    if before is None:
+        return os.getloadavg()[0]
+    time.sleep(window)
+    busy, total = (after - first for after, first in zip(cpu_times(), before))
+    return (os.cpu_count() or 1) * busy / total if total else 0.0
+
+
 def free_cores() -> int:
-    """Cores not already kept busy by other work, by the last minute's load average; at least one."""
-    return max(1, (os.cpu_count() or 1) - int(os.getloadavg()[0] + 0.5))
+    """Cores not already kept busy by other work; at least one."""
+    return max(1, (os.cpu_count() or 1) - int(busy_cores() + 0.5))
 
 
 # Where OpenBLAS's pthread build reads its thread count from, the first set winning: a user's setting of any stands.
@@ -142,5 +167,5 @@ def preload() -> dict | None:
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     loaded = {"choice": choice, "library": path,
               "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith(THREAD_VARIABLES)},
-              "set_by_slearn_mlx": ours, "load_average": os.getloadavg()[0], "cblas_sgemm": sgemm_provider()}
+              "set_by_slearn_mlx": ours, "cblas_sgemm": sgemm_provider()}
     return loaded

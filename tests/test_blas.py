@@ -5,6 +5,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -37,7 +38,7 @@ def test_thread_settings_fill_in_what_the_user_left_unset():
 @pytest.mark.parametrize("cpus, load, expected", [(2, 0.2, "2"), (2, 0.7, "1"), (2, 6.0, "1"), (8, 2.4, "6"), (1, 0.0, "1")])
 def test_openblas_gets_one_thread_per_core_other_work_leaves_free(monkeypatch, cpus, load, expected):
     monkeypatch.setattr(blas.os, "cpu_count", lambda: cpus)
-    monkeypatch.setattr(blas.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(blas, "busy_cores", lambda: load)
     assert blas.threads("openblas", {}) == {"OPENBLAS_NUM_THREADS": expected}
     assert blas.threads("mkl", {}) == {}
 
@@ -56,3 +57,19 @@ def test_versions_record_the_choice_its_settings_and_what_cblas_sgemm_resolves_t
     assert recorded["settings"]["OPENBLAS_NUM_THREADS"] == "1"
     assert "OPENBLAS_NUM_THREADS" not in recorded["set_by_slearn_mlx"]
     assert os.path.realpath(recorded["cblas_sgemm"]) == os.path.realpath(recorded["library"])
+
+
+def test_busy_cores_counts_other_work_now_not_the_last_minute():
+    """A process spinning on one core for the window is one busy core; once it stops, none is, whatever
+    the load average still remembers."""
+    if blas.cpu_times() is None:
+        pytest.skip("no /proc/stat")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        during = blas.busy_cores(window=0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    after = blas.busy_cores(window=0.5)
+    assert during > 0.6 and during > after + 0.5
