@@ -15,6 +15,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from mlx_lm.utils import _get_classes, dequantize_model, load
 
+from .activations import use_fast_swiglu
 from .gguf import import_gguf
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -134,6 +135,7 @@ def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.M
         model.set_dtype(mx.float32)
     if adapter_path is not None:
         model = load_adapters(model, str(adapter_path))
+    use_fast_swiglu(model)
     model.eval()
     return model, tokenizer
 
