@@ -39,9 +39,32 @@ def tanh(x: mx.array) -> mx.array:
 
 
 @partial(mx.compile, shapeless=True)
+def sigmoid(x: mx.array) -> mx.array:
+    return 0.5 + 0.5 * tanh(0.5 * x)
+
+
+@partial(mx.compile, shapeless=True)
+def swiglu_value(gate: mx.array, x: mx.array) -> mx.array:
+    return gate * sigmoid(gate) * x
+
+
+@partial(mx.compile, shapeless=True)
+def swiglu_gradients(gate: mx.array, x: mx.array, cotangent: mx.array) -> tuple[mx.array, mx.array]:
+    s = sigmoid(gate)
+    return cotangent * x * s * (1 + gate * (1 - s)), cotangent * gate * s
+
+
+@mx.custom_function
 def swiglu(gate: mx.array, x: mx.array) -> mx.array:
     """mlx-lm's swiglu, silu(gate) * x, through the tanh above."""
-    return gate * (0.5 + 0.5 * tanh(0.5 * gate)) * x
+    return swiglu_value(gate, x)
+
+
+@swiglu.vjp
+def swiglu_vjp(primals, cotangent, output):
+    # silu's own derivative, s (1 + gate (1 - s)): differentiating the ratio of polynomials would
+    # run some twenty element-wise operations, three times slower than MLX's sigmoid.
+    return swiglu_gradients(*primals, cotangent)
 
 
 def runs_exp_element_by_element() -> bool:
