@@ -24,8 +24,15 @@ process (the BLAS and the thread count are chosen at start), in rounds that run 
   `mlx_lm.batch_generate` with 32 tokens and no stop.
 Ratios are to torch + peft at its best thread count in the same round; medians over the rounds.
 
-A further comparison, this project's `adapt` end to end against torch + peft trained on all records,
-with the accuracy each reaches, belongs in WORK as one more kind of work with its own variants.
+    python -m benchmarks.peers --end-to-end [DATA] [--torch-epochs 3]
+
+The whole method against the usual way: this project's default `adapt` on DATA (default: the bundled
+data), against torch + peft (one thread per core) trained on the bare references of every training
+record of the same split for --torch-epochs epochs. Each side's time is what it takes to make the
+adapted model: ours the diagnosis of the training records, the restatements, the selection and the
+training with its checks (stages.json); torch's its training. Each adapted model then answers every
+record of DATA through slearn-mlx's answerer and graders (`adapt`'s evaluation; `diagnose --model` on
+torch's weights, merged and saved), so the accuracies differ only by the training.
 """
 
 import argparse
@@ -53,15 +60,15 @@ def missing_peers() -> list[str]:
     return [name for name in PEERS if find_spec(name) is None]
 
 
-def prepare(folder: Path, train: int, answer: int) -> None:
-    """The float32 model folder both sides load, and the token ids of the work (data.json)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def model_folder(folder: Path):
+    """The float32 model folder both sides load (the default model, dequantized); its tokenizer."""
     import slearn_mlx  # noqa: F401  (first: it loads the BLAS that mlx must find)
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from slearn_mlx.answer import by_length
-    from slearn_mlx.prompts import FIRST_SENTENCE_END, prompt_messages
-    from slearn_mlx.data import default_dataset, load_records
     from slearn_mlx.models import load_model, resolve_model
 
     source = resolve_model(None)
@@ -70,8 +77,18 @@ def prepare(folder: Path, train: int, answer: int) -> None:
     config = json.loads((source / "config.json").read_text())
     config.pop("quantization", None)
     (folder / "config.json").write_text(json.dumps(config))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
+    for name in TOKENIZER_FILES:
         shutil.copy(source / name, folder / name)
+    return tokenizer
+
+
+def prepare(folder: Path, train: int, answer: int) -> None:
+    """The model folder, and the token ids of the work (data.json)."""
+    from slearn_mlx.answer import by_length
+    from slearn_mlx.prompts import FIRST_SENTENCE_END, prompt_messages
+    from slearn_mlx.data import default_dataset, load_records
+
+    tokenizer = model_folder(folder)
     records = load_records(default_dataset())
     asked = by_length(records)[:answer]
     (folder / "data.json").write_text(json.dumps({
@@ -142,7 +159,8 @@ def torch_loss(model, batch, lengths):
     return (ce * mask).sum() / mask.sum()
 
 
-def torch_train(folder: Path, data: dict, threads: int) -> dict:
+def torch_lora_model(folder: Path, threads: int):
+    """The float32 model with peft's LoRA where train_lora puts it, and an Adam over the LoRA weights."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -154,20 +172,53 @@ def torch_train(folder: Path, data: dict, threads: int) -> dict:
     # mlx-lm scales LoRA's product by `scale` (20); peft by lora_alpha / r.
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8 * 20, lora_dropout=0.0, target_modules=LORA_KEYS,
                                              layers_to_transform=list(range(layers - 16, layers))))
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    examples = sorted(data["train"], key=lambda e: len(e[0]))  # similar lengths together, as mlx-lm groups them
-    batches = [first_batch(examples[i : i + 8]) for i in range(0, len(examples), 8)]
+    return model, torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+
+def length_batches(examples: list, size: int = 8) -> list:
+    """Batches of similar lengths, as mlx-lm groups them, each cut to its longest."""
+    examples = sorted(examples, key=lambda e: len(e[0]))
+    return [first_batch(examples[i : i + size]) for i in range(0, len(examples), size)]
+
+
+def torch_epoch(model, optimizer, batches: list) -> None:
+    import torch
+
+    for batch, lengths in batches:
+        torch_loss(model, torch.tensor(batch), torch.tensor(lengths)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def torch_train(folder: Path, data: dict, threads: int) -> dict:
+    import torch
+
+    model, optimizer = torch_lora_model(folder, threads)
+    batches = length_batches(data["train"])
     first, lengths = first_batch(data["train"])
     with torch.no_grad():
         loss = torch_loss(model, torch.tensor(first), torch.tensor(lengths)).item()
-
-    def epoch():
-        for batch, lengths in batches:
-            torch_loss(model, torch.tensor(batch), torch.tensor(lengths)).backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    _, seconds = timed(epoch)
+    _, seconds = timed(lambda: torch_epoch(model, optimizer, batches))
     return {"per_second": sum(len(t) for t, _ in data["train"]) / seconds, "first_loss": loss}
+
+
+def torch_train_all(folder: Path, data: dict, threads: int) -> dict:
+    """torch + peft trained on every training record for data["epochs"] epochs, the batches in a new seeded
+    order each epoch; the model, LoRA merged, saved as data["out"] for slearn-mlx to evaluate."""
+    import random
+
+    model, optimizer = torch_lora_model(folder, threads)
+    batches = length_batches(data["train"])
+
+    def train():
+        for epoch in range(data["epochs"]):
+            torch_epoch(model, optimizer, random.Random(epoch).sample(batches, len(batches)))
+    _, seconds = timed(train)
+    out = Path(data["out"])
+    model.merge_and_unload().save_pretrained(out, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(folder / name, out / name)
+    return {"seconds": seconds}
 
 
 def mlx_answer(folder: Path, data: dict, plain: bool) -> dict:
@@ -232,20 +283,66 @@ WORK = {
 }
 
 
+END_TO_END = {"torch + peft, all training records": (torch_train_all, CPUS)}
+
+
 def worker(work: str, variant: str, folder: Path) -> None:
-    function, argument = WORK[work][variant]
+    function, argument = {**WORK, "end to end": END_TO_END}[work][variant]
     print(json.dumps(function(folder, json.loads((folder / "data.json").read_text()), argument)))
 
 
 def run(work: str, variant: str, folder: Path) -> dict:
     env = dict(os.environ)
-    if WORK[work][variant][0] in (torch_train, torch_answer):
+    if variant.startswith("torch"):
         env["SLEARN_MLX_BLAS"] = "reference"  # nothing of slearn-mlx's in torch's process
     proc = subprocess.run([sys.executable, "-m", "benchmarks.peers", "--worker", work, variant, str(folder)],
                           env=env, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"{work}, {variant} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def slearn_mlx(*args: str) -> float:
+    """Run a slearn-mlx command in its own process, as a user would; its wall seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "slearn_mlx", *args], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def accuracy(rows: list[dict], ids: set | None = None) -> float:
+    rows = [r for r in rows if ids is None or r["id"] in ids]
+    return sum(r["correct"] for r in rows) / len(rows)
+
+
+def end_to_end(data: Path, torch_epochs: int, folder: Path) -> None:
+    """Our default adapt against torch + peft on every training record: the time to the adapted model
+    and the accuracy each reaches, graded alike."""
+    from slearn_mlx.artifacts import read_json, read_rows
+    from slearn_mlx.run import load_run
+
+    tokenizer = model_folder(folder)
+    ours = folder / "adapt"
+    adapt_seconds = slearn_mlx("adapt", str(data), "--out", str(ours))
+    stages = read_json(ours / "stages.json")
+    our_seconds = (stages["diagnose"]["method_seconds"]
+                   + sum(stages[name]["seconds"] for name in ("restate", "select", "train") if name in stages))
+    run = load_run(ours)
+    records, training = run.records, run.records_in("train")
+    held_out = {r.id for r in run.records_in("held_out")}
+    (folder / "data.json").write_text(json.dumps({
+        "train": [(span.tokens, span.start) for span in reference_training(tokenizer, training)[1]],
+        "epochs": torch_epochs, "out": str(folder / "torch-adapted")}))
+    torch_seconds = run("end to end", "torch + peft, all training records", folder)["seconds"]
+    slearn_mlx("diagnose", str(data), "--model", str(folder / "torch-adapted"), "--out", str(folder / "torch-evaluated"))
+    torch_rows = read_rows(folder / "torch-evaluated" / "diagnosis.jsonl")
+    our_rows = read_rows(ours / "evaluation.jsonl")
+    print(f"\n{data}: {len(records)} records, {len(training)} in training; torch + peft {torch_epochs} epochs on "
+          f"bare references, {CPUS} threads; adapt with its defaults ({adapt_seconds:.0f} s in all, evaluation included)")
+    print("\n| | seconds to the adapted model | / torch + peft | whole set | held out |\n|---|---|---|---|---|")
+    for name, seconds, rows in [("slearn-mlx adapt", our_seconds, our_rows),
+                                (f"torch + peft, all {len(training)} training records", torch_seconds, torch_rows)]:
+        print(f"| {name} | {seconds:.0f} | {seconds / torch_seconds:.2f} | {100 * accuracy(rows):.1f}% | "
+              f"{100 * accuracy(rows, held_out):.1f}% |")
 
 
 def torch_best(round_: dict) -> float:
@@ -272,6 +369,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3, help="rounds; each runs every variant once")
     parser.add_argument("--train", type=int, default=64, help="default records in the LoRA epoch")
     parser.add_argument("--answer", type=int, default=64, help="shortest default questions answered in one batch")
+    parser.add_argument("--end-to-end", nargs="?", const="", metavar="DATA",
+                        help="instead: adapt on DATA (default: the bundled data) against torch + peft on all its training records")
+    parser.add_argument("--torch-epochs", type=int, default=3, help="with --end-to-end: torch + peft's epochs")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -282,6 +382,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     print_provenance("benchmarks.peers")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    if args.end_to_end is not None:
+        from slearn_mlx.data import default_dataset
+
+        with tempfile.TemporaryDirectory() as folder:
+            return end_to_end(Path(args.end_to_end or default_dataset()), args.torch_epochs, Path(folder))
     with tempfile.TemporaryDirectory() as folder:
         prepare(Path(folder), args.train, args.answer)
         results = {work: [] for work in WORK}
