@@ -1,4 +1,5 @@
-"""Which BLAS, with which thread settings, makes this project fastest on this CPU.
+"""Which BLAS, with which thread settings, makes this project fastest on this CPU (and, as one more
+variant, what slearn_mlx/activations.py's SwiGLU is worth against mlx-lm's).
 
 MLX resolves `cblas_sgemm` to the BLAS loaded globally before it is imported (slearn_mlx/blas.py),
 so every variant runs in a fresh process, with SLEARN_MLX_BLAS and the thread variables of the
@@ -54,6 +55,9 @@ VARIANTS = {
                                            "MKL_NUM_THREADS": CPUS, "KMP_BLOCKTIME": "0"},
     "mkl, sequential": {"SLEARN_MLX_BLAS": "mkl", "MKL_THREADING_LAYER": "SEQUENTIAL"},
     "slearn-mlx's choice (SLEARN_MLX_BLAS unset)": {},
+    # not a BLAS: the activation our models use on an x86 CPU (slearn_mlx/activations.py) against mlx-lm's
+    f"openblas-pthread, {CPUS} threads, mlx-lm's swiglu": {"SLEARN_MLX_BLAS": "openblas", "OPENBLAS_NUM_THREADS": CPUS,
+                                                         "SLEARN_MLX_KEEP_SWIGLU": "1"},
 }
 
 
@@ -99,8 +103,9 @@ def worker(answer: int, train: int) -> None:
 
 
 def clean_environment() -> dict:
-    """The caller's environment without BLAS choices or thread settings: each variant sets its own."""
-    return {k: v for k, v in os.environ.items() if k != "SLEARN_MLX_BLAS" and not k.startswith(blas.THREAD_VARIABLES)}
+    """The caller's environment without BLAS choices, thread settings or SwiGLU choice: each variant sets its own."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("SLEARN_MLX_BLAS", "SLEARN_MLX_KEEP_SWIGLU") and not k.startswith(blas.THREAD_VARIABLES)}
 
 
 def run_variant(env: dict, args) -> dict | str:

@@ -11,6 +11,7 @@ mlx-lm's models call `swiglu` from `mlx_lm.models.activations` by the name their
 imported, so `use_fast_swiglu` points that name at ours, for the architecture of the model given.
 """
 
+import os
 import platform
 import sys
 from functools import partial
@@ -67,15 +68,19 @@ def swiglu_vjp(primals, cotangent, output):
     return swiglu_gradients(*primals, cotangent)
 
 
-def runs_exp_element_by_element() -> bool:
-    """MLX computes on an x86 CPU: no SIMD exp there."""
-    return mx.default_device() == mx.cpu and platform.machine().lower() in ("x86_64", "amd64")
+KEEP_SWIGLU_ENV = "SLEARN_MLX_KEEP_SWIGLU"  # "1": mlx-lm's own, to compare (benchmarks/blas.py)
+
+
+def replaces_swiglu() -> bool:
+    """MLX computes on an x86 CPU, with no SIMD exp there, and the user did not ask to keep mlx-lm's."""
+    return (mx.default_device() == mx.cpu and platform.machine().lower() in ("x86_64", "amd64")
+            and os.environ.get(KEEP_SWIGLU_ENV) != "1")
 
 
 def use_fast_swiglu(model) -> bool:
-    """Point the model's architecture at our swiglu when MLX would compute exp element by element and
-    the architecture calls mlx-lm's; True when it calls ours."""
+    """Point the model's architecture at our swiglu where replaces_swiglu() and the architecture calls
+    mlx-lm's; True when it calls ours."""
     module = sys.modules[type(model).__module__]
-    if runs_exp_element_by_element() and getattr(module, "swiglu", None) is activations.swiglu:
+    if replaces_swiglu() and getattr(module, "swiglu", None) is activations.swiglu:
         module.swiglu = swiglu
     return getattr(module, "swiglu", None) is swiglu

@@ -26,7 +26,7 @@ from .artifacts import read_json, read_rows, write_json, write_rows
 from .config import RunConfig, config_fingerprint, options_of
 from .config_file import SAVED_NAME, write_config_file
 from .data import Record, assign_splits, load_records
-from .activations import runs_exp_element_by_element
+from .activations import replaces_swiglu
 from .models import dequantizes
 from .train import adapter_disk_bytes
 
@@ -54,7 +54,7 @@ def versions() -> dict:
         "platform": f"{platform.system()} {platform.machine()}",
         "device": str(mx.default_device()),
         "cpu_float32_dequantized": dequantizes(),
-        "swiglu_through_rational_tanh": runs_exp_element_by_element(),
+        "swiglu_through_rational_tanh": replaces_swiglu(),
         "blas": blas.loaded,
     }
 
