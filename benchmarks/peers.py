@@ -326,9 +326,9 @@ def end_to_end(data: Path, torch_epochs: int, folder: Path) -> None:
     stages = read_json(ours / "stages.json")
     our_seconds = (stages["diagnose"]["method_seconds"]
                    + sum(stages[name]["seconds"] for name in ("restate", "select", "train") if name in stages))
-    run = load_run(ours)
-    records, training = run.records, run.records_in("train")
-    held_out = {r.id for r in run.records_in("held_out")}
+    adapted = load_run(ours)
+    records, training = adapted.records, adapted.records_in("train")
+    held_out = {r.id for r in adapted.records_in("held_out")}
     (folder / "data.json").write_text(json.dumps({
         "train": [(span.tokens, span.start) for span in reference_training(tokenizer, training)[1]],
         "epochs": torch_epochs, "out": str(folder / "torch-adapted")}))
@@ -339,6 +339,8 @@ def end_to_end(data: Path, torch_epochs: int, folder: Path) -> None:
     print(f"\n{data}: {len(records)} records, {len(training)} in training; torch + peft {torch_epochs} epochs on "
           f"bare references, {CPUS} threads; adapt with its defaults ({adapt_seconds:.0f} s in all, evaluation included)")
     print("\n| | seconds to the adapted model | / torch + peft | whole set | held out |\n|---|---|---|---|---|")
+    base_rows = read_rows(ours / "diagnosis.jsonl")
+    print(f"| the model before training | - | - | {100 * accuracy(base_rows):.1f}% | {100 * accuracy(base_rows, held_out):.1f}% |")
     for name, seconds, rows in [("slearn-mlx adapt", our_seconds, our_rows),
                                 (f"torch + peft, all {len(training)} training records", torch_seconds, torch_rows)]:
         print(f"| {name} | {seconds:.0f} | {seconds / torch_seconds:.2f} | {100 * accuracy(rows):.1f}% | "
