@@ -283,11 +283,12 @@ WORK = {
 }
 
 
-END_TO_END = {"torch + peft, all training records": (torch_train_all, CPUS)}
+# What a worker process can be asked to do: the throughput work, and end_to_end's torch side.
+WORKERS = {**WORK, "end to end": {"torch + peft, all training records": (torch_train_all, CPUS)}}
 
 
 def worker(work: str, variant: str, folder: Path) -> None:
-    function, argument = {**WORK, "end to end": END_TO_END}[work][variant]
+    function, argument = WORKERS[work][variant]
     print(json.dumps(function(folder, json.loads((folder / "data.json").read_text()), argument)))
 
 
@@ -302,49 +303,50 @@ def run(work: str, variant: str, folder: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def slearn_mlx(*args: str) -> float:
+def slearn_mlx_command(*args: str) -> float:
     """Run a slearn-mlx command in its own process, as a user would; its wall seconds."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "slearn_mlx", *args], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def accuracy(rows: list[dict], ids: set | None = None) -> float:
-    rows = [r for r in rows if ids is None or r["id"] in ids]
-    return sum(r["correct"] for r in rows) / len(rows)
-
-
 def end_to_end(data: Path, torch_epochs: int, folder: Path) -> None:
     """Our default adapt against torch + peft on every training record: the time to the adapted model
     and the accuracy each reaches, graded alike."""
     from slearn_mlx.artifacts import read_json, read_rows
+    from slearn_mlx.metrics import accuracy
+    from slearn_mlx.report import percent
     from slearn_mlx.run import load_run
 
     tokenizer = model_folder(folder)
     ours = folder / "adapt"
-    adapt_seconds = slearn_mlx("adapt", str(data), "--out", str(ours))
+    adapt_seconds = slearn_mlx_command("adapt", str(data), "--out", str(ours))
     stages = read_json(ours / "stages.json")
     our_seconds = (stages["diagnose"]["method_seconds"]
                    + sum(stages[name]["seconds"] for name in ("restate", "select", "train") if name in stages))
     adapted = load_run(ours)
     records, training = adapted.records, adapted.records_in("train")
-    held_out = {r.id for r in adapted.records_in("held_out")}
+    every, held_out = [r.id for r in records], [r.id for r in adapted.records_in("held_out")]
     (folder / "data.json").write_text(json.dumps({
         "train": [(span.tokens, span.start) for span in reference_training(tokenizer, training)[1]],
         "epochs": torch_epochs, "out": str(folder / "torch-adapted")}))
     torch_seconds = run("end to end", "torch + peft, all training records", folder)["seconds"]
-    slearn_mlx("diagnose", str(data), "--model", str(folder / "torch-adapted"), "--out", str(folder / "torch-evaluated"))
-    torch_rows = read_rows(folder / "torch-evaluated" / "diagnosis.jsonl")
-    our_rows = read_rows(ours / "evaluation.jsonl")
+    slearn_mlx_command("diagnose", str(data), "--model", str(folder / "torch-adapted"), "--out", str(folder / "torch-evaluated"))
+    def graded(path: Path) -> dict[str, dict]:
+        return {row["id"]: row for row in read_rows(path)}
+
+    torch_rows = graded(folder / "torch-evaluated" / "diagnosis.jsonl")
+    our_rows = graded(ours / "evaluation.jsonl")
     print(f"\n{data}: {len(records)} records, {len(training)} in training; torch + peft {torch_epochs} epochs on "
           f"bare references, {CPUS} threads; adapt with its defaults ({adapt_seconds:.0f} s in all, evaluation included)")
     print("\n| | seconds to the adapted model | / torch + peft | whole set | held out |\n|---|---|---|---|---|")
-    base_rows = read_rows(ours / "diagnosis.jsonl")
-    print(f"| the model before training | - | - | {100 * accuracy(base_rows):.1f}% | {100 * accuracy(base_rows, held_out):.1f}% |")
+    base_rows = graded(ours / "diagnosis.jsonl")
+    print(f"| the model before training | - | - | {percent(accuracy(base_rows, every))} | "
+          f"{percent(accuracy(base_rows, held_out))} |")
     for name, seconds, rows in [("slearn-mlx adapt", our_seconds, our_rows),
                                 (f"torch + peft, all {len(training)} training records", torch_seconds, torch_rows)]:
-        print(f"| {name} | {seconds:.0f} | {seconds / torch_seconds:.2f} | {100 * accuracy(rows):.1f}% | "
-              f"{100 * accuracy(rows, held_out):.1f}% |")
+        print(f"| {name} | {seconds:.0f} | {seconds / torch_seconds:.2f} | {percent(accuracy(rows, every))} | "
+              f"{percent(accuracy(rows, held_out))} |")
 
 
 def torch_best(round_: dict) -> float:

@@ -78,10 +78,8 @@ def replaces_swiglu() -> bool:
             and os.environ.get(KEEP_SWIGLU_ENV) != "1")
 
 
-def use_fast_swiglu(model) -> bool:
-    """Point the model's architecture at our swiglu where replaces_swiglu() and the architecture calls
-    mlx-lm's; True when it calls ours."""
+def use_fast_swiglu(model) -> None:
+    """Point the model's architecture at our swiglu where replaces_swiglu() and the architecture calls mlx-lm's."""
     module = sys.modules[type(model).__module__]
     if replaces_swiglu() and getattr(module, "swiglu", None) is activations.swiglu:
         module.swiglu = swiglu
-    return getattr(module, "swiglu", None) is swiglu

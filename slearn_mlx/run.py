@@ -22,11 +22,11 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__, blas, distributed
+from .activations import replaces_swiglu
 from .artifacts import read_json, read_rows, write_json, write_rows
 from .config import RunConfig, config_fingerprint, options_of
 from .config_file import SAVED_NAME, write_config_file
 from .data import Record, assign_splits, load_records
-from .activations import replaces_swiglu
 from .models import dequantizes
 from .train import adapter_disk_bytes
 
