@@ -1,10 +1,10 @@
-"""Ask the model in this process every question: batched greedy generation with mlx-lm.
+"""Ask the model in this process every question: batched greedy generation.
 
 Answering is the cost the method must keep small (benchmarks/diagnosis.py measures it against a
 training epoch), so a batch:
-- computes the prompt prefix its records share (system prompt, template) once and gives every
-  record a copy of that cache, instead of prefilling the same tokens once per record;
-- prefills and decodes all its records together (mlx-lm's defaults prefill 8 at a time);
+- computes the prompt prefix its records share (system prompt, template) once, for every record;
+- prefills and decodes all its records together, through decode.py where the model's caches allow
+  (mlx-lm's BatchGenerator otherwise), and takes an expected answer as a draft when there is one;
 - holds as many records as memory allows, up to the size past which answering got slower;
 - stops a short answer at the end of its first sentence: graders read the first sentence
   (on 400 cached trivia and acronym answers, cutting there changed no grade) and SmolLM2
@@ -21,7 +21,8 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
 from .data import Record
-from .forward import shared_prefix
+from .decode import decode, decodes, greedy
+from .forward import plan, shared_prefix
 from .prompts import FIRST_SENTENCE_END, MAX_NEW_TOKENS, chat_tokens, first_answer, prompt_messages, question_text
 
 # What answers a batch of records at a temperature: the model in this process, or a server (backends.py).
@@ -38,36 +39,67 @@ def prefix_caches(model, prefix: list[int], copies: int) -> list[list] | None:
     return [copy.deepcopy(cache) for _ in range(copies)]
 
 
-def generate_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[tuple[str, list[int]]]:
-    """(answer, the tokens the model said it in) for a batch of records, in order: greedy, or sampled
-    at a temperature. The tokens are kept because the tokenizer may split the same text otherwise
-    ("MVD" as M, VD where the model said M, V, D), and the check after a training epoch asks whether
-    the model would say exactly them again."""
-    prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
-    shared = shared_prefix(prompts)  # each prompt keeps a token of its own to prefill
+def batch_generator_tokens(model, tokenizer, prompts: list[list[int]], budgets: list[int], stops, sampler) -> list[list[int]]:
+    """decode.decode's answers through mlx-lm's BatchGenerator, for the models whose caches decode.py does
+    not keep (sliding windows, convolution states): slower, and without drafts."""
+    shared = shared_prefix(prompts)
     caches = prefix_caches(model, prompts[0][:shared], len(prompts))
     if caches is None:
         shared = 0
-    generator = BatchGenerator(
-        model, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
-        sampler=make_sampler(temp=temperature) if temperature > 0 else None,
-        prefill_batch_size=len(records), completion_batch_size=len(records))
-    uids = generator.insert([p[shared:] for p in prompts], [MAX_NEW_TOKENS[r.kind] for r in records], caches=caches)
-    short = {uid for uid, r in zip(uids, records) if r.kind == "short"}
+    generator = BatchGenerator(model, stop_tokens=[[t] for t in tokenizer.eos_token_ids], sampler=sampler,
+                               prefill_batch_size=len(prompts), completion_batch_size=len(prompts))
+    uids = generator.insert([p[shared:] for p in prompts], budgets, caches=caches)
     tokens = {uid: [] for uid in uids}
+    stop_of = dict(zip(uids, stops))
     while responses := generator.next_generated():
         finished = []
         for response in responses:
             if response.finish_reason == "stop":  # the end-of-sequence token itself is not text
                 continue
             tokens[response.uid].append(response.token)
-            if (response.finish_reason is None and response.uid in short
-                    and FIRST_SENTENCE_END.search(tokenizer.decode(tokens[response.uid]))):
+            if response.finish_reason is None and stop_of[response.uid](tokens[response.uid]):
                 finished.append(response.uid)
         if finished:
             generator.remove(finished)
     generator.close()
-    return [said(tokenizer, tokens[uid], uid in short) for uid in uids]
+    return [tokens[uid] for uid in uids]
+
+
+def generate_batch(model, tokenizer, records: list[Record], temperature: float = 0.0,
+                   drafts: list[str] | None = None) -> list[tuple[str, list[int]]]:
+    """(answer, the tokens the model said it in) for a batch of records, in order: greedy, or sampled
+    at a temperature. The tokens are kept because the tokenizer may split the same text otherwise
+    ("MVD" as M, VD where the model said M, V, D), and the check after a training epoch asks whether
+    the model would say exactly them again. `drafts`, the answers expected of the records (greedy only),
+    are checked in one teacher-forced pass and decoding goes on from where the model departs from
+    them: the same answers, fewer decoding steps when the model says what was expected."""
+    prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
+    budgets = [MAX_NEW_TOKENS[r.kind] for r in records]
+    stops = [ends_first_sentence(tokenizer) if r.kind == "short" else never for r in records]
+    sampler = make_sampler(temp=temperature) if temperature > 0 else None
+    if decodes(model):
+        shared = shared_prefix(prompts)
+        draft_tokens = [draft_of(tokenizer, d) for d in drafts] if drafts and not sampler else None
+        tokens = decode(model, plan(model), prompts[0][:shared], [p[shared:] for p in prompts], budgets, stops,
+                        set(tokenizer.eos_token_ids), draft_tokens, sampler or greedy)
+    else:
+        tokens = batch_generator_tokens(model, tokenizer, prompts, budgets, stops, sampler)
+    return [said(tokenizer, t, r.kind == "short") for t, r in zip(tokens, records)]
+
+
+def ends_first_sentence(tokenizer) -> Callable[[list[int]], bool]:
+    return lambda tokens: bool(FIRST_SENTENCE_END.search(tokenizer.decode(tokens)))
+
+
+def never(tokens: list[int]) -> bool:
+    return False
+
+
+def draft_of(tokenizer, draft: str | list[int] | None) -> list[int]:
+    """A draft as tokens: given as the tokens the model said it in, or as text."""
+    if not draft:
+        return []
+    return list(draft) if isinstance(draft, list) else tokenizer.encode(draft, add_special_tokens=False)
 
 
 def answer_batch(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[str]:
@@ -85,9 +117,10 @@ def said(tokenizer, tokens: list[int], short: bool) -> tuple[str, list[int]]:
 
 # On 2 CPU cores, 256 default records took 62 s in batches of 32, 54 s in 64, 62 s in 128, 74 s in 256.
 MAX_ANSWER_BATCH = 64
-# Peak memory grew by 2.3x the cache of one record's first 256 positions (mlx-lm grows caches in steps
-# of 256) for every record added to a batch (SmolLM2-135M, float32: 27 MB a record).
-MEMORY_PER_KV = 2.3
+# Peak memory grew by the cache of one record's first 256 positions for every record added to a batch
+# (decode.py on the tiny test llama: 0.89-1.0x; SmolLM2-135M, float32: 0.42x, 5 MB a record, and with
+# 32-token drafts the logits read at each draft token add about half as much again).
+MEMORY_PER_KV = 1.0
 
 
 def available_memory() -> int:

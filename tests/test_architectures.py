@@ -16,7 +16,7 @@ from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_lm.utils import load
 
 from conftest import build_model, build_tokenizer, one_at_a_time, qa_rows, write_jsonl
-from slearn_mlx.answer import answer_batch
+from slearn_mlx.answer import answer_batch, generate_batch
 from slearn_mlx.prompts import chat_tokens, prompt_messages
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.cli import cli
@@ -196,6 +196,10 @@ def test_a_batch_answers_as_one_prompt_at_a_time(loaded):
     alone = [one_at_a_time(model, tokenizer, r) for r in batch]
     assert answer_batch(model, tokenizer, batch) == alone
     assert any(alone)  # the random model says something, so the comparison is not of empty strings
+    # drafts right, wrong from the first token, right for a while then wrong, and none: the same answers
+    said = generate_batch(model, tokenizer, batch)
+    drafts = [said[0][1], "Paris", said[2][1][:2] + tokenizer.encode(" Paris", add_special_tokens=False), None]
+    assert [text for text, _ in generate_batch(model, tokenizer, batch, drafts=drafts)] == alone
 
 
 def test_training_scores_the_target_after_the_prompt_the_model_answers(loaded):

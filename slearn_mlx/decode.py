@@ -1,0 +1,183 @@
+"""Batched greedy decoding of our own, for the models whose every layer keeps a plain KV cache.
+
+mlx-lm's BatchGenerator serves a stream of requests; we answer a fixed batch and stop, so it costs us
+work we do not need: it gathers the whole KV cache out of the batch each time a row finishes, splits
+the logits of the batch into one array per row at every step, and cannot start from a draft. Here:
+- the prompt prefix every row shares goes through the model once and is copied into each row;
+- the rows' own prompt tokens, and a draft answer after them when there is one, are prefilled right-padded
+  in one pass; each row keeps its own positions (RoPE offsets) and a mask of its real columns, so a
+  row's attention sees exactly what it would see decoded alone;
+- a draft (the answer the caller expects) is checked in that same pass: greedy decoding agrees with it
+  up to the first token where the argmax differs, so its agreed tokens are taken at once, the rest of
+  its columns masked out, and decoding resumes there from the pass's cache;
+- a finished row keeps its place in the batch (its output is ignored) until half of the batch has
+  finished; then the living rows are gathered once, not at each removal;
+The answer is greedy decoding's own, token for token (tests/test_answer.py and test_architectures.py
+hold it against mlx-lm decoding one prompt at a time).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+from .forward import Plan, before_positions
+
+
+def decodes(model) -> bool:
+    """Whether this module can decode the model: every layer's cache is mlx-lm's plain KVCache
+    (not a sliding window, not a convolution state)."""
+    return all(type(c) is KVCache for c in make_prompt_cache(model))
+
+
+class Columns:
+    """What the layers of a batch share: the columns filled so far, which of them each row attends to,
+    and the position each row's next token takes."""
+
+    def __init__(self, rows: int, capacity: int):
+        self.filled = 0
+        self.real = np.zeros((rows, capacity), bool)
+        self.positions: mx.array | int = 0  # the next new token's position: per row, or one for all
+        self.prefix = False  # the forward pass in progress is the shared prefix, one row for all
+
+    def mask(self, n: int):
+        """Which columns each of the next n tokens attends to: the row's real ones, and causally among the new."""
+        if self.prefix:
+            return "causal"
+        end = self.filled + n
+        real = mx.array(self.real[:, :end])[:, None, None, :]
+        if n == 1:
+            return real
+        causal = mx.arange(end)[None, :] <= (mx.arange(n) + self.filled)[:, None]
+        return real & causal[None, None]
+
+
+class RowsCache:
+    """One layer's keys and values for a batch of rows, in a buffer as long as the longest row can get.
+    The offset the model adds to positions (RoPE) and the attention mask come from the shared Columns."""
+
+    def __init__(self, columns: Columns):
+        self.columns = columns
+        self.keys = self.values = None
+
+    @property
+    def offset(self):
+        return self.columns.positions
+
+    def update_and_fetch(self, keys, values):
+        start = self.columns.filled
+        end = start + keys.shape[2]
+        if self.keys is None:
+            rows, capacity = self.columns.real.shape
+            self.keys = mx.zeros((rows, keys.shape[1], capacity, keys.shape[3]), keys.dtype)
+            self.values = mx.zeros((rows, values.shape[1], capacity, values.shape[3]), values.dtype)
+        self.keys[..., start:end, :] = keys  # the prefix's one row is broadcast to every row
+        self.values[..., start:end, :] = values
+        if self.columns.prefix:
+            return keys, values
+        return self.keys[..., :end, :], self.values[..., :end, :]
+
+    def make_mask(self, n: int, return_array: bool = False, window_size=None):
+        return self.columns.mask(n)
+
+    def keep(self, rows: mx.array):
+        self.keys, self.values = self.keys[rows], self.values[rows]
+
+    @property
+    def state(self):
+        return self.keys, self.values
+
+
+@dataclass
+class Row:
+    """One row's answer as it is decoded: its tokens, and when it is finished."""
+    budget: int
+    stops: Callable[[list[int]], bool]  # told the tokens so far, whether the answer ends here
+    tokens: list
+    done: bool = False
+
+    def take(self, token: int, eos: set[int]) -> None:
+        if token in eos:  # the end-of-sequence token itself is not text
+            self.done = True
+            return
+        self.tokens.append(token)
+        self.done = len(self.tokens) >= self.budget or self.stops(self.tokens)
+
+
+def greedy(logits: mx.array) -> mx.array:
+    return mx.argmax(logits, axis=-1)
+
+
+def decode(model, plan: Plan, prefix: list[int], prompts: list[list[int]], budgets: list[int],
+           stops: list[Callable[[list[int]], bool]], eos: set[int], drafts: list[list[int]] | None = None,
+           pick: Callable[[mx.array], mx.array] = greedy) -> list[list[int]]:
+    """The tokens each prompt's answer is made of (the end-of-sequence token left out).
+
+    `prefix` goes before every prompt and is computed once. A row ends at an end-of-sequence token, at
+    its budget of new tokens (the end token counted, as mlx-lm counts it), or where `stops` says.
+    `drafts`, one token list per prompt ([] for none), are checked in the prefill: greedy decoding's
+    first tokens, whenever they agree with the draft, are taken from that pass. `pick` turns a row's
+    logits into its token: greedy by default, or a sampler (then without drafts)."""
+    drafts = drafts or [[] for _ in prompts]
+    rows = [Row(budget, stop, []) for budget, stop in zip(budgets, stops)]
+    lengths = [len(p) + len(d) for p, d in zip(prompts, drafts)]
+    width = max(lengths)
+    columns = Columns(len(prompts), len(prefix) + width + max(budgets))
+    cache = [RowsCache(columns) for _ in model.layers]
+
+    if prefix:
+        columns.prefix = True
+        before_positions(model, plan)(mx.array([prefix]), cache=cache)
+        columns.prefix = False
+        columns.real[:, :len(prefix)] = True
+        columns.filled = columns.positions = len(prefix)
+
+    # The prompts and drafts, right-padded: each row's logits are read where its prompt ends and at each
+    # draft token, the predictions that greedy decoding would make there.
+    inputs = np.zeros((len(prompts), width), np.int32)
+    reads = max(len(d) for d in drafts) + 1
+    at = np.zeros((len(prompts), reads), np.int32)
+    for r, (prompt, draft) in enumerate(zip(prompts, drafts)):
+        inputs[r, :lengths[r]] = prompt + draft
+        at[r] = np.minimum(np.arange(len(prompt) - 1, len(prompt) - 1 + reads), lengths[r] - 1)
+        columns.real[r, columns.filled:columns.filled + lengths[r]] = True
+    hidden = before_positions(model, plan)(mx.array(inputs), cache=cache)
+    hidden = mx.take_along_axis(hidden, mx.array(at)[..., None], axis=1)
+    predicted = pick(plan.head(hidden) if plan.head else hidden).tolist()
+
+    next_tokens, positions = [], []
+    for r, (prompt, draft) in enumerate(zip(prompts, drafts)):
+        agreed = 0
+        while agreed < len(draft) and predicted[r][agreed] == draft[agreed]:
+            agreed += 1
+        for token in draft[:agreed] + [predicted[r][agreed]]:
+            rows[r].take(token, eos)
+            if rows[r].done:
+                break
+        # The draft's columns past the agreement are not what this row said: masked out for good.
+        columns.real[r, columns.filled + len(prompt) + agreed:columns.filled + width] = False
+        next_tokens.append(predicted[r][agreed])
+        positions.append(len(prefix) + len(prompt) + agreed)  # where that token goes in as input
+    positions = np.array(positions)
+    columns.filled += width
+
+    batch = list(range(len(rows)))  # which row each place of the batch holds
+    token = mx.array(next_tokens)[:, None]
+    while living := [b for b, r in enumerate(batch) if not rows[r].done]:
+        if len(living) <= len(batch) // 2:  # half the batch finished: go on with the living rows alone
+            keep = mx.array(living)
+            for layer in cache:
+                layer.keep(keep)
+            columns.real, positions, token = columns.real[living], positions[living], token[keep]
+            batch = [batch[b] for b in living]
+        columns.real[:, columns.filled] = True
+        columns.positions = mx.array(positions)
+        token = pick(model(token, cache=cache)[:, -1])[:, None]
+        columns.filled += 1
+        positions = positions + 1
+        for r, t in zip(batch, token.tolist()):
+            if not rows[r].done:
+                rows[r].take(t[0], eos)
+    return [r.tokens for r in rows]
