@@ -66,7 +66,7 @@ def batch_generator_tokens(model, tokenizer, prompts: list[list[int]], budgets: 
 
 
 def generate_batch(model, tokenizer, records: list[Record], temperature: float = 0.0,
-                   drafts: list[str] | None = None) -> list[tuple[str, list[int]]]:
+                   drafts: list[str | list[int] | None] | None = None) -> list[tuple[str, list[int]]]:
     """(answer, the tokens the model said it in) for a batch of records, in order: greedy, or sampled
     at a temperature. The tokens are kept because the tokenizer may split the same text otherwise
     ("MVD" as M, VD where the model said M, V, D), and the check after a training epoch asks whether
@@ -148,11 +148,13 @@ def answer_batch_size(model) -> int:
     return max(1, min(MAX_ANSWER_BATCH, int(available_memory() / 2 // (MEMORY_PER_KV * cache_bytes(model)))))
 
 
-def generate(model, tokenizer, records: list[Record], temperature: float = 0.0) -> list[tuple[str, list[int]]]:
+def generate(model, tokenizer, records: list[Record], temperature: float = 0.0,
+             drafts: list | None = None) -> list[tuple[str, list[int]]]:
     """generate_batch over any number of records, in batches as large as memory allows."""
     size = answer_batch_size(model)
+    drafts = drafts or [None] * len(records)
     return [pair for i in range(0, len(records), size)
-            for pair in generate_batch(model, tokenizer, records[i : i + size], temperature)]
+            for pair in generate_batch(model, tokenizer, records[i : i + size], temperature, drafts[i : i + size])]
 
 
 def in_process(model, tokenizer) -> Answerer:

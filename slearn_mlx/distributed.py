@@ -43,16 +43,6 @@ def any_rank(flag: bool) -> bool:
     return mx.distributed.all_sum(mx.array(float(flag)), stream=mx.cpu).item() > 0
 
 
-def gather_flags(flags: list[bool], mine: list[int], total: int) -> list[bool]:
-    """Every rank's flags for its own positions `mine` of `total`, put together on every rank."""
-    if size() == 1:
-        return flags
-    spread = mx.zeros(total)
-    if mine:
-        spread[mx.array(mine)] = mx.array(flags, dtype=mx.float32)
-    return (mx.distributed.all_sum(spread, stream=mx.cpu) > 0).tolist()
-
-
 def barrier() -> None:
     any_rank(False)
 

@@ -1,13 +1,10 @@
 """Score a target answer under teacher forcing, without generating.
 
 For each (question, target) it gives the mean log-probability of the target's tokens after the
-question, and whether greedy decoding would say exactly those tokens. Two users:
-- `--diagnosis probe` scores each record's reference: a fraction of the cost of answering, but
-  narrower (would the model say *this* answer in *these* words), so its agreement with
-  generate-and-grade is measured, not assumed (benchmarks/diagnosis.py);
-- the check after each training epoch scores every training record's expected answer: a record
-  whose greedy answer is its target word for word has learned it, whatever the grader would say
-  of a rewording, so it can leave training.
+question, and whether greedy decoding would say exactly those tokens. `--diagnosis probe` scores each
+record's reference this way: a fraction of the cost of answering, but narrower (would the model say
+*this* answer in *these* words), so its agreement with generate-and-grade is measured, not assumed
+(benchmarks/diagnosis.py). Training scores its spans with the same `target_span`.
 """
 
 import math
@@ -28,12 +25,6 @@ def target_span(tokenizer, record: Record, target: str, limit: int | None = None
     full = chat_tokens(tokenizer, training_messages(record, target))
     length = len(tokenizer.encode(target, add_special_tokens=False))
     return Span(full, len(prompt), len(prompt) + (min(length, limit) if limit else length))
-
-
-def said_span(tokenizer, record: Record, tokens: list[int], limit: int | None = None) -> Span:
-    """The question and an answer in the tokens the model said it in; scored: those tokens (the first `limit`)."""
-    prompt = chat_tokens(tokenizer, prompt_messages(record), True)
-    return Span(prompt + tokens, len(prompt), len(prompt) + (min(len(tokens), limit) if limit else len(tokens)))
 
 
 def score_spans(model, spans: list[Span], forward: Plan) -> list[tuple[float, bool]]:

@@ -1,11 +1,11 @@
 """LoRA training in epochs that change what they train on.
 
 Each epoch trains on the records the model does not answer right yet. After it, a check of every
-training record, known and unknown alike:
-- its expected answer is scored under teacher forcing (probe.py), one cheap forward pass: a record
-  the model says word for word is right;
-- the others are answered and graded (the loop's `answer`), since a rewording can be right too; a
-  right rewording becomes the record's expected answer, so that the next check vouches for it cheaply.
+training record, known and unknown alike: the model answers it greedily, with its expected answer (its
+target, or what it said right before) as a draft (decode.py), so that an answer said as expected costs
+one teacher-forced pass and only a departure from it is decoded. An answer said word for word as
+expected is right; any other is graded (the `Check` the loop passes in), since a rewording can be
+right too, and a right rewording becomes what the next check expects.
 Right records leave the next epoch and wrong ones, known records forgotten included, come back in:
 later epochs train on what is still missing, which is where the time goes down. A few hard records
 alone pull the model away from everything else (on the default data, one such epoch lost a third of
@@ -46,17 +46,15 @@ from . import distributed
 from .artifacts import append_rows, read_json, write_json
 from .config import TrainConfig
 from .data import Record
+from .answer import generate
 from .forward import Plan, answer_logits, pack, plan
 from .models import lora_parameter_count
-from .probe import said_span, score_spans, target_span
+from .probe import target_span
 
 log = logging.getLogger("slearn_mlx")
 
 ADAPTER_FILE = "adapters.safetensors"  # the name mlx_lm.load(adapter_path=...) reads
 CHECKPOINT = "checkpoint.safetensors"  # adapter, optimizer state and progress after the last finished epoch
-# The check compares at most this many tokens of an expected answer: short answers whole (their budget
-# is 32 tokens), a long one by how it starts.
-CHECKED_TOKENS = 32
 
 
 @dataclass
@@ -66,6 +64,28 @@ class Example:
     expected: str  # a right answer the check listens for first: the target, or for a known record its own answer
     known: bool  # answered right in the diagnosis
     selected: bool  # trained in the first epoch
+
+
+# The check's answers to records with the model in training, each drafted by its expected answer (the
+# text, and the tokens the model said it in when known): rows {id, response, tokens, correct}.
+CheckAnswers = Callable[[list[Record], list[tuple[str, list[int] | None]], int], list[dict]]
+
+
+@dataclass
+class Check:
+    """What training asks after each epoch: `answer` the training records; `guard(epoch)`, for an epoch
+    that is kept, anything else worth measuring with its adapter (the loop's validation guard)."""
+    answer: CheckAnswers
+    guard: Callable[[int], dict] | None = None
+
+
+def word_for_word(model, tokenizer) -> CheckAnswers:
+    """The check without a grader: right is the expected answer, word for word."""
+    def answer(records: list[Record], expected: list[tuple[str, list[int] | None]], epoch: int) -> list[dict]:
+        said = generate(model, tokenizer, records, drafts=[tokens or text for text, tokens in expected])
+        return [{"id": r.id, "response": text, "tokens": tokens, "correct": text == wanted, "grader": "word for word"}
+                for r, (text, tokens), (wanted, _) in zip(records, said, expected)]
+    return answer
 
 
 class TrainingError(ValueError):
@@ -181,7 +201,7 @@ class Trainer:
                  adapter_dir: Path):
         self.model, self.tokenizer, self.optimizer, self.config = model, tokenizer, optimizer, config
         self.examples, self.train_spans, self.adapter_dir = examples, train_spans, adapter_dir
-        self.check_spans = [self.expected_span(e.record, e.expected) for e in examples]
+        self.said: list[list[int] | None] = [None] * len(examples)  # the expected answers' tokens, once heard
         self.forward = plan(model)
         self.loss_and_grad = nn.value_and_grad(model, loss)
 
@@ -227,32 +247,24 @@ class Trainer:
                 "answer_tokens": int(total_tokens), "seconds": round(seconds, 2),
                 "trained": [self.examples[i].record.id for i in training]}
 
-    def expected_span(self, record: Record, expected: str, tokens: list[int] | None = None):
-        if tokens:  # as the model said it, which the tokenizer may split otherwise
-            return said_span(self.tokenizer, record, tokens, CHECKED_TOKENS)
-        return target_span(self.tokenizer, record, expected, CHECKED_TOKENS)
-
     def expect(self, i: int, answer: str, tokens: list[int] | None):
-        """A right answer of example i in new words: what the next check listens for first."""
+        """A right answer of example i in new words, and the tokens the model said it in: what the next check
+        expects (the tokenizer may split the same text otherwise)."""
         self.examples[i] = replace(self.examples[i], expected=answer)
-        self.check_spans[i] = self.expected_span(self.examples[i].record, answer, tokens)
+        self.said[i] = tokens
 
-    def check(self, epoch: int, training: set[str], answer: Callable | None) -> tuple[dict, set[str], dict]:
+    def check(self, epoch: int, training: set[str], answer: CheckAnswers) -> tuple[dict, set[str], dict]:
         """The check row of an epoch, the ids to train on next (those not answered right), and the
         expected answers that changed."""
         start = time.perf_counter()
         self.model.eval()
-        # Each rank scores its share; answering shards itself through the run folder (the loop's rows_for).
-        mine = list(range(distributed.rank(), len(self.examples), distributed.size()))
-        scores = score_spans(self.model, [self.check_spans[i] for i in mine], self.forward)
-        said = distributed.gather_flags([exact for _, exact in scores], mine, len(self.examples))
-        right = list(said)
-        unvouched = [i for i, s in enumerate(said) if not s]
-        rows, guard = answer([self.examples[i].record for i in unvouched], epoch) if answer else ([], {})
+        rows = answer([e.record for e in self.examples], [(e.expected, t) for e, t in zip(self.examples, self.said)],
+                      epoch)
+        right = [row["correct"] for row in rows]
+        as_expected = [row["response"] == e.expected for row, e in zip(rows, self.examples)]
         changed = {}
-        for i, row in zip(unvouched, rows):
-            right[i] = row["correct"]
-            if row["correct"] and row["response"]:
+        for i, row in enumerate(rows):
+            if row["correct"] and row["response"] and not as_expected[i]:
                 self.expect(i, row["response"], row.get("tokens"))
                 changed[self.examples[i].record.id] = [row["response"], row.get("tokens")]
         next_training = {e.record.id for e, r in zip(self.examples, right) if not r}
@@ -262,7 +274,7 @@ class Trainer:
             return [sum(group), len(group)]
 
         row = {"event": "check", "epoch": epoch, "right_known": count(right, True), "right_unknown": count(right, False),
-               "word_for_word": sum(said), "answered": len(unvouched), **guard,
+               "word_for_word": sum(as_expected), "graded": len(rows) - sum(as_expected),
                "left": sorted(training - next_training), "returned": sorted(next_training - training),
                "seconds": round(time.perf_counter() - start, 2)}
         return row, next_training, changed
@@ -274,14 +286,12 @@ class Trainer:
 
 
 def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, adapter_dir: Path,
-               answer: Callable[[list[Record], int], tuple[list[dict], dict]] | None = None) -> dict:
+               check: Check | None = None) -> dict:
     """Train LoRA adapters on the examples; write the kept adapter to adapter_dir.
 
-    `answer(records, epoch)` answers and grades records with the model in training: it returns their rows
-    {response, correct} and a dict of anything else it measured (the loop's validation guard). Without
-    it, the check counts right only what the model says word for word. A folder left by an interrupted
-    training of the same examples and configuration is resumed from its last finished epoch, and ends
-    where the uninterrupted one would.
+    With config.check, `check` is asked after each epoch (without it, a record is right only when said
+    word for word as expected). A folder left by an interrupted training of the same examples and
+    configuration is resumed from its last finished epoch, and ends where the uninterrupted one would.
     """
     train_spans = [target_span(tokenizer, e.record, e.target) for e in examples]
     train_spans = [replace(s, end=len(s.tokens)) for s in train_spans]  # the end-of-turn is learned too
@@ -320,6 +330,8 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
         # Ranks' clocks differ: one rank stopping alone would leave the others waiting for its gradients.
         return bool(config.max_seconds) and distributed.any_rank(time.perf_counter() - started > config.max_seconds)
 
+    if config.check and check is None:
+        check = Check(word_for_word(model, tokenizer))
     stopped_before = progress["stop"]
     while progress["stop"] is None and progress["epoch"] < config.epochs:
         epoch = progress["epoch"] + 1
@@ -336,14 +348,18 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
         progress["epoch"] = epoch
         progress["record_epochs"] += len(training)
         if config.check:
-            check, next_training, changed = trainer.check(epoch, set(progress["training"]), answer)
-            progress["check_seconds"] += check["seconds"]
+            checked, next_training, changed = trainer.check(epoch, set(progress["training"]), check.answer)
             progress["expected"].update(changed)
-            objective = trainer.objective(check)
+            objective = trainer.objective(checked)
             if progress["best"] is None or objective > progress["best"]:
                 progress["best"], progress["best_epoch"] = objective, epoch
                 trainer.save_adapter()
-            trainer.log({**check, "kept": progress["best_epoch"] == epoch})
+                if check.guard:
+                    guard_start = time.perf_counter()
+                    checked.update(check.guard(epoch))
+                    checked["seconds"] = round(checked["seconds"] + time.perf_counter() - guard_start, 2)
+            progress["check_seconds"] += checked["seconds"]
+            trainer.log({**checked, "kept": progress["best_epoch"] == epoch})
             progress["training"] = sorted(next_training)
             if not next_training:
                 progress["stop"] = "every training record answered right"

@@ -9,7 +9,12 @@ from slearn_mlx.artifacts import read_rows
 from slearn_mlx.data import parse_record
 from slearn_mlx.models import load_model
 from slearn_mlx.config import TrainConfig
-from slearn_mlx.train import Example, epoch_batches, train_lora
+from slearn_mlx.train import Check, Example, epoch_batches, train_lora
+
+
+DISTINCT_PAIRS = [("What is the capital of France?", "Paris"), ("Which option is red?", "red"),
+                  ("Is the student answer correct?", "blue"), ("What is a Central Processing Unit?", "green"),
+                  ("What is Random Access Memory?", "yellow"), ("What is a Graphics Processing Unit?", "question")]
 
 
 def examples(n, known=()):
@@ -17,27 +22,31 @@ def examples(n, known=()):
     return [Example(r, r.answer, r.answer, i in known, i not in known) for i, r in enumerate(records)]
 
 
-class Check:
+class Scripted:
     """Answers the check's records by a script (how many of them are right each epoch), remembers the
     adapter it saw each epoch, and can fail on a given call."""
 
     def __init__(self, model, rights, fail_on=None):
         self.model, self.rights, self.fail_on, self.seen = model, list(rights), fail_on, []
 
-    def __call__(self, records, epoch):
+    def answer(self, records, expected, epoch):
         if len(self.seen) + 1 == self.fail_on:
             raise KeyboardInterrupt  # a kill in the middle of training
         self.seen.append({k: mx.array(v) for k, v in tree_flatten(self.model.trainable_parameters())})
         right = self.rights[len(self.seen) - 1]
-        return [{"response": "right" if i < right else "wrong", "correct": i < right} for i in range(len(records))], \
-            {"validation_accuracy": 0.5}
+        return [{"id": r.id, "response": "right" if i < right else "wrong", "correct": i < right}
+                for i, r in enumerate(records)]
+
+    def check(self):
+        return Check(self.answer, lambda epoch: {"validation_accuracy": 0.5})
 
 
 def train(tiny_model, folder, scores=None, fail_on=None, pairs=None, **config):
     model, tokenizer = load_model(tiny_model)
-    check = Check(model, scores, fail_on) if scores else None
-    facts = train_lora(model, tokenizer, pairs or examples(8), TrainConfig(batch_size=4, **config), folder, check)
-    return facts, check
+    scripted = Scripted(model, scores, fail_on) if scores else None
+    facts = train_lora(model, tokenizer, pairs or examples(8), TrainConfig(batch_size=4, **config), folder,
+                       scripted.check() if scripted else None)
+    return facts, scripted
 
 
 def adapter(folder):
@@ -56,7 +65,9 @@ def test_the_best_epoch_is_kept_and_patience_stops(tiny_model, tmp_path):
     checks = [row for row in log if row["event"] == "check"]
     assert [row["right_unknown"] for row in checks] == [[4, 8], [6, 8], [5, 8], [5, 8]]
     assert [row["kept"] for row in checks] == [True, True, False, False]
-    assert checks[0]["validation_accuracy"] == 0.5 and checks[0]["answered"] == 8
+    assert checks[0]["graded"] == 8  # none said its expected answer
+    # the guard measures the epochs that are kept, and only them
+    assert ["validation_accuracy" in row for row in checks] == [True, True, False, False]
     epochs = [row for row in log if row["event"] == "epoch"]
     assert [row["records"] for row in epochs] == [8, 4, 2, 3]  # what was wrong at each check trains next
     assert same(adapter(tmp_path), check.seen[1])
@@ -74,12 +85,13 @@ def test_without_the_check_every_epoch_trains_the_first_selection_and_the_last_i
 
 def test_learned_records_leave_and_forgotten_ones_return(tiny_model, tmp_path):
     model, tokenizer = load_model(tiny_model)
-    records = [parse_record(row, "test") for row in qa_rows(6)]
+    # Questions and answers the tiny model can tell apart, from its tokenizer's corpus.
+    records = [parse_record({"question": q, "answer": a}, "test") for q, a in DISTINCT_PAIRS]
     # Two records the model "knew" but does not say after the first epoch: the check must bring them back.
     # The other four are trained until the model says each; once said, a record leaves the next epoch.
-    pairs = [Example(r, "Item", "Item", True, False) for r in records[:2]]
+    pairs = [Example(r, r.answer, r.answer, True, False) for r in records[:2]]
     pairs += [Example(r, r.answer, r.answer, False, True) for r in records[2:]]
-    facts = train_lora(model, tokenizer, pairs, TrainConfig(batch_size=4, epochs=60, patience=60, learning_rate=1e-3,
+    facts = train_lora(model, tokenizer, pairs, TrainConfig(batch_size=4, epochs=60, patience=60, learning_rate=3e-4,
                                                             lora_layers=2, rehearsal=0.0), tmp_path)
     log = read_rows(tmp_path / "train_log.jsonl")
     checks = [row for row in log if row["event"] == "check"]
@@ -116,7 +128,7 @@ def test_an_interrupted_training_resumes_to_the_same_adapter(tiny_model, tmp_pat
     model, tokenizer = load_model(tiny_model)
     # the rerun checks epochs 2 and 3 only: epoch 1 was checkpointed before the kill
     facts = train_lora(model, tokenizer, examples(8), TrainConfig(batch_size=4, epochs=3, patience=3),
-                       tmp_path / "killed", Check(model, scores[1:]))
+                       tmp_path / "killed", Scripted(model, scores[1:]).check())
     assert facts["epochs_run"] == 3 and facts["best_epoch"] == 3
     assert same(adapter(tmp_path / "killed"), adapter(tmp_path / "whole"))
 
