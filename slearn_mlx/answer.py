@@ -21,7 +21,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
 from .data import Record
-from .decode import decode, decodes, greedy
+from .decode import decode, decodes, drafts_pay, greedy
 from .forward import plan, shared_prefix
 from .prompts import FIRST_SENTENCE_END, MAX_NEW_TOKENS, chat_tokens, first_answer, prompt_messages, question_text
 
@@ -70,16 +70,16 @@ def generate_batch(model, tokenizer, records: list[Record], temperature: float =
     """(answer, the tokens the model said it in) for a batch of records, in order: greedy, or sampled
     at a temperature. The tokens are kept because the tokenizer may split the same text otherwise
     ("MVD" as M, VD where the model said M, V, D), and the check after a training epoch asks whether
-    the model would say exactly them again. `drafts`, the answers expected of the records (greedy only),
-    are checked in one teacher-forced pass and decoding goes on from where the model departs from
-    them: the same answers, fewer decoding steps when the model says what was expected."""
+    the model would say exactly them again. `drafts`, the answers expected of the records, are taken
+    where drafts pay (greedy, on a GPU: decode.drafts_pay): checked in one teacher-forced pass, with
+    decoding going on from where the model departs from them. The answers are the same either way."""
     prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
     budgets = [MAX_NEW_TOKENS[r.kind] for r in records]
     stops = [ends_first_sentence(tokenizer) if r.kind == "short" else never for r in records]
     sampler = make_sampler(temp=temperature) if temperature > 0 else None
     if decodes(model):
         shared = shared_prefix(prompts)
-        draft_tokens = [draft_of(tokenizer, d) for d in drafts] if drafts and not sampler else None
+        draft_tokens = [draft_of(tokenizer, d) for d in drafts] if drafts and not sampler and drafts_pay() else None
         tokens = decode(model, plan(model), prompts[0][:shared], [p[shared:] for p in prompts], budgets, stops,
                         set(tokenizer.eos_token_ids), draft_tokens, sampler or greedy)
     else:

@@ -1,11 +1,10 @@
 """LoRA training in epochs that change what they train on.
 
 Each epoch trains on the records the model does not answer right yet. After it, a check of every
-training record, known and unknown alike: the model answers it greedily, with its expected answer (its
-target, or what it said right before) as a draft (decode.py), so that an answer said as expected costs
-one teacher-forced pass and only a departure from it is decoded. An answer said word for word as
-expected is right; any other is graded (the `Check` the loop passes in), since a rewording can be
-right too, and a right rewording becomes what the next check expects.
+training record, known and unknown alike: the model answers it greedily (with its expected answer, its
+target or what it said right before, as a draft where drafts pay: decode.py). An answer said word for
+word as expected is right; any other is graded (the `Check` the loop passes in), since a rewording can
+be right too, and a right rewording becomes what the next check expects.
 Right records leave the next epoch and wrong ones, known records forgotten included, come back in:
 later epochs train on what is still missing, which is where the time goes down. A few hard records
 alone pull the model away from everything else (on the default data, one such epoch lost a third of

@@ -3,6 +3,7 @@ import mlx.core as mx
 from conftest import one_at_a_time, qa_rows
 from slearn_mlx import answer
 from slearn_mlx.answer import answer_batch, answer_batch_size, generate_batch
+from slearn_mlx.decode import decode
 from slearn_mlx.prompts import first_answer
 from slearn_mlx.forward import shared_prefix
 from slearn_mlx.data import Record
@@ -23,10 +24,13 @@ def test_a_batch_with_a_shared_prefix_cache_answers_as_one_prompt_at_a_time(tiny
         assert any(alone)  # the random model says something, so the comparison is not of empty strings
 
 
-def test_drafts_change_no_answer_whether_the_model_says_them_or_not(tiny_model):
+def test_drafts_change_no_answer_whether_the_model_says_them_or_not(tiny_model, monkeypatch):
     """A draft the model agrees with, one it departs from at once or halfway, one longer than the budget:
     the answers are plain greedy decoding's, in any kind, and a batch where most rows finish early
-    (the living rows gathered) too."""
+    (the living rows gathered) too. Drafts are taken here as on a GPU."""
+    monkeypatch.setattr(answer, "drafts_pay", lambda: True)
+    drafted = []
+    monkeypatch.setattr(answer, "decode", lambda *a, **k: drafted.append(a[7]) or decode(*a, **k))
     model, tokenizer = load_model(tiny_model)
     for kind in ("short", "long", "mcq"):
         batch = records(kind) * 3
@@ -37,6 +41,7 @@ def test_drafts_change_no_answer_whether_the_model_says_them_or_not(tiny_model):
         drafts = [tokens for _, tokens in said[:5]] + [text + " and more" for text in alone[:5]] + [
             said[0][1][:len(said[0][1]) // 2] + [7, 8], "Item", None, long_draft, ""]
         assert [text for text, _ in generate_batch(model, tokenizer, batch, drafts=drafts)] == alone
+        assert drafted[-1][0] == said[0][1] and drafted[-1][-1] == []  # taken, as tokens
 
 
 def test_the_shared_prefix_leaves_every_prompt_a_token_of_its_own():

@@ -16,6 +16,7 @@ from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_lm.utils import load
 
 from conftest import build_model, build_tokenizer, one_at_a_time, qa_rows, write_jsonl
+from slearn_mlx import answer
 from slearn_mlx.answer import answer_batch, generate_batch
 from slearn_mlx.prompts import chat_tokens, prompt_messages
 from slearn_mlx.artifacts import read_json, read_rows
@@ -189,7 +190,8 @@ def test_the_cheaper_forward_pass_is_taken_where_it_gives_the_models_own_logits(
     assert all(type(c) is KVCache for c in make_prompt_cache(model)) == FAMILIES[family_model[0]].plain_kv_cache
 
 
-def test_a_batch_answers_as_one_prompt_at_a_time(loaded):
+def test_a_batch_answers_as_one_prompt_at_a_time(loaded, monkeypatch):
+    monkeypatch.setattr(answer, "drafts_pay", lambda: True)  # drafts taken, as on a GPU
     model, tokenizer = loaded
     batch = [parse_record({"question": f"What is the capital of France? {i}", "answer": "Paris"}, "test")
              for i in range(4)]
