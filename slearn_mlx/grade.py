@@ -1,14 +1,15 @@
 """Grade a model's answer against the reference, objectively.
 
 Rule graders first, because they are exact, free and cannot be talked into a verdict:
-normalised exact match and alias-contains for short answers, numbers with units within a
-relative tolerance, option-letter extraction for multiple choice, and token overlap (F1,
-ROUGE-L) with a threshold for long answers. `auto_grade` sends a kind of record to a judge
+normalised exact match and alias-contains for short answers, numbers in digits or words with units
+(temperatures by offset) within a relative tolerance, option-letter extraction for multiple choice, and token
+overlap (F1, ROUGE-L) with a threshold for long answers. `auto_grade` sends a kind of record to a judge
 (judge.py) only when asked to, because on the default model it was measured worse than the rules
 (benchmarks/grading.py). Every response is data: a rule or gate decides first what a response
 cannot earn, whatever it says. Nothing here needs MLX or a model.
 """
 
+import functools
 import math
 import re
 import unicodedata
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .data import DEFAULT_LETTERS, MCQ_OPTION, Record, choices_of
+from .numerals import numerals
 from .prompts import FIRST_SENTENCE_END
 
 ARTICLES = {"a", "an", "the"}
@@ -37,10 +39,16 @@ class Grade:
 Grader = Callable[[list[Record], list[str]], list[Grade]]
 
 
-def fold(text: str) -> str:
-    """Lowercase, accents stripped."""
+@functools.lru_cache(maxsize=4096)  # a record's question and references are read once per rule that needs them
+def plain(text: str) -> str:
+    """Accents stripped, numbers written in words as digits ("twelve" -> "12"), case kept."""
     text = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return numerals("".join(c for c in text if not unicodedata.combining(c)))
+
+
+def fold(text: str) -> str:
+    """Lowercase, accents stripped, numbers as digits."""
+    return plain(text).lower()
 
 
 def word_spans(text: str) -> tuple[str, list[re.Match]]:
@@ -50,7 +58,7 @@ def word_spans(text: str) -> tuple[str, list[re.Match]]:
 
 
 def normalize(text: str) -> str:
-    """Lowercase, strip accents and punctuation, drop articles, collapse whitespace."""
+    """Lowercase, strip accents and punctuation, numbers as digits, drop articles, collapse whitespace."""
     return " ".join(m.group() for m in word_spans(text)[1])
 
 
@@ -208,10 +216,10 @@ def alias_contains(response: str, record: Record) -> bool:
             and not rival_head(response, record))
 
 
-# A number ("1,200", "-3.5", ".5") and the unit right after it ("MHz", "%", "km/h", "degrees Celsius").
-NUMBER = re.compile(r"(?<![\w.])([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+)\s*"
-                    r"((?i:degrees?\s+(?:celsius|centigrade|fahrenheit))|[^\W\d_]+(?:-[^\W\d_]+)?(?:/[^\W\d_]+)?"
-                    r"|%|°\s?[CF]?)?")
+# A number ("1,200", "-3.5", ".5") and the unit right after it ("MHz", "%", "km/h", "degrees Celsius", "°F").
+NUMBER = re.compile(r"(?<![\w.])([-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+−]?\.\d+)\s*"
+                    r"((?i:(?:[°º]|deg(?:ree)?s?\.?)\s*(?:celsius|centigrade|fahrenheit|kelvin|[cfk](?![^\W\d_])))"
+                    r"|[^\W\d_]+(?:-[^\W\d_]+)?(?:/[^\W\d_]+)?|%|[°º])?")
 SI_PREFIXES = {"p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "m": 1e-3, "c": 1e-2, "k": 1e3, "M": 1e6, "G": 1e9,
                "T": 1e12}
 PREFIX_NAMES = {"pico": "p", "nano": "n", "micro": "u", "milli": "m", "centi": "c", "kilo": "k", "mega": "M",
@@ -235,13 +243,16 @@ OTHER_UNITS = {
     "kn": ("m/s", 1852 / 3600), "cal": ("J", 4.184), "calorie": ("J", 4.184), "kcal": ("J", 4184),
     "kilocalorie": ("J", 4184), "bar": ("Pa", 1e5), "mbar": ("Pa", 100), "atm": ("Pa", 101325),
     "psi": ("Pa", 6894.757), "mmhg": ("Pa", 133.322), "kilohm": ("Ω", 1e3), "megohm": ("Ω", 1e6),
-    "kohm": ("Ω", 1e3), "mohm": ("Ω", 1e6), "%": ("%", 1), "percent": ("%", 1), "°": ("°", 1),
-    "degree": ("°", 1), "rad": ("rad", 1), "radian": ("rad", 1), "°C": ("°C", 1), "° C": ("°C", 1),
-    "degree celsius": ("°C", 1), "degrees celsius": ("°C", 1), "degree centigrade": ("°C", 1),
-    "degrees centigrade": ("°C", 1), "°F": ("°F", 1), "° F": ("°F", 1), "degree fahrenheit": ("°F", 1),
-    "degrees fahrenheit": ("°F", 1), "K": ("K", 1), "kelvin": ("K", 1), "dB": ("dB", 1), "decibel": ("dB", 1),
+    "kohm": ("Ω", 1e3), "mohm": ("Ω", 1e6), "%": ("%", 1), "percent": ("%", 1), "°": ("°", 1), "º": ("°", 1),
+    "degree": ("°", 1), "rad": ("rad", 1), "radian": ("rad", 1), "dB": ("dB", 1), "decibel": ("dB", 1),
     "dBm": ("dBm", 1), "dBi": ("dBi", 1), "dBd": ("dBd", 1), "dBW": ("dBW", 1), "rpm": ("rpm", 1),
 }
+# Temperature scales, which differ by an offset as well as a factor: (size of a degree in kelvin,
+# kelvin at the scale's zero). "K" alone is kelvin; "C" and "F" alone are coulomb and farad, so
+# Celsius and Fahrenheit need their degree sign or word.
+TEMPERATURE_SCALES = {"c": (1.0, 273.15), "f": (5 / 9, 459.67 * 5 / 9), "k": (1.0, 0.0)}
+TEMPERATURE = re.compile(r"(?:(?:[°º]|deg(?:ree)?s?\.?)\s*)?(celsius|centigrade|fahrenheit|kelvin)s?"
+                         r"|(?:[°º]|deg(?:ree)?s?\.?)\s*([cfk])", re.IGNORECASE)
 UNIT_SYMBOLS = {**{f"{prefix}{symbol}": (symbol, size) for symbol in SI_UNITS
                    for prefix, size in [("", 1.0), *SI_PREFIXES.items()]},
                 "Ω": ("Ω", 1.0), "KB": ("B", 1e3), "kb": ("bit", 1e3), "Mb": ("bit", 1e6), "Gb": ("bit", 1e9),
@@ -251,30 +262,28 @@ UNIT_WORDS = {**{f"{prefix}{name}": (symbol, SI_PREFIXES[short] if short else 1.
               **{written: unit for written, unit in OTHER_UNITS.items() if written.islower()}}
 
 
-def unit_of(unit: str) -> tuple[str, float]:
-    """(base unit, size in it) of a unit as written: "MHz" (Hz, 1e6), "minutes" (s, 60), "lb" (g, 453.6).
+def unit_of(unit: str) -> tuple[str, float, float]:
+    """(base unit, size in it, where its zero lies in it) of a unit as written: "MHz" (Hz, 1e6, 0),
+    "minutes" (s, 60, 0), "lb" (g, 453.6, 0), "°F" (K, 5/9, 255.37).
 
     Only units in the tables are converted, so "min" is minutes, not milli-inches, and "T" tesla;
     any other word after a number stands for itself, compared case-folded and without a plural s.
     """
+    if unit == "K" or (scale := TEMPERATURE.fullmatch(unit)):
+        return "K", *TEMPERATURE_SCALES[(scale.group(1) or scale.group(2))[0].lower() if unit != "K" else "k"]
     if unit in UNIT_SYMBOLS:
-        return UNIT_SYMBOLS[unit]
+        return *UNIT_SYMBOLS[unit], 0.0
     word = unit.lower().replace("-", "")
     for singular in (word, word.removesuffix("s"), word.removesuffix("es")):
         if singular in UNIT_WORDS:
-            return UNIT_WORDS[singular]
-    return word.removesuffix("s"), 1.0
+            return *UNIT_WORDS[singular], 0.0
+    return word.removesuffix("s"), 1.0, 0.0
 
 
 def quantities(text: str) -> list[tuple[float, str]]:
-    """Every number in the text with its unit ("" when none)."""
-    return [(float(number.replace(",", "")), unit or "") for number, unit in NUMBER.findall(text)]
-
-
-def in_base_unit(value: float, unit: str, bare_unit: str) -> tuple[float, str]:
-    """18.068 MHz -> (18.068e6, "Hz"); a number without unit is read in `bare_unit`."""
-    base, size = unit_of(unit or bare_unit)
-    return value * size, base
+    """Every number in the text, in digits or words, with its unit ("" when none)."""
+    return [(float(number.replace(",", "").replace("−", "-")), unit or "")
+            for number, unit in NUMBER.findall(numerals(text))]
 
 
 def is_measurement(answer: str) -> bool:
@@ -288,15 +297,25 @@ def numeric_match(response: str, record: Record, rel_tol: float = 0.01) -> bool:
     """Every number the response gives in the reference's quantity (converted between units) or
     with no unit (read in the reference's unit: "18.1" for "18.1 MHz") is within rel_tol of it.
 
-    Numbers the question already states prove nothing and are skipped; a response offering
-    several different values is a list of guesses and is not credited.
+    Temperatures are compared in the reference's scale, within half a degree as well: near a
+    scale's zero a relative tolerance allows nothing ("273 K" for "0 °C"). There "degrees" alone
+    is read in the reference's scale. Numbers the question already states prove nothing and are
+    skipped; a response offering several different values is a list of guesses and is not credited.
     """
     (value, unit), = quantities(record.answer)[:1] or [(math.nan, "")]
-    want, want_base = in_base_unit(value, unit, unit)
-    asked = {in_base_unit(v, u, unit)[0] for v, u in quantities(record.question)}
-    given = [in_base_unit(v, u, unit) for v, u in quantities(response)]
-    candidates = [v for v, base in given if base == want_base and v not in asked]
-    return bool(candidates) and all(math.isclose(v, want, rel_tol=rel_tol) for v in candidates)
+    base, size, zero = unit_of(unit)
+
+    def in_reference_unit(number: float, written: str) -> float | None:
+        their_base, their_size, their_zero = unit_of(written) if written else (base, size, zero)
+        if base == "K" and their_base == "°":
+            their_base, their_size, their_zero = base, size, zero
+        return (number * their_size + their_zero - zero) / size if their_base == base else None
+
+    asked = {in_reference_unit(v, u) for v, u in quantities(record.question)}
+    given = [in_reference_unit(v, u) for v, u in quantities(response)]
+    candidates = [v for v in given if v is not None and v not in asked]
+    half_degree = 0.5 if base == "K" else 0.0
+    return bool(candidates) and all(math.isclose(v, value, rel_tol=rel_tol, abs_tol=half_degree) for v in candidates)
 
 
 def token_f1(response: str, reference: str) -> float:

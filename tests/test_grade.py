@@ -9,6 +9,7 @@ from slearn_mlx.grade import (
     Grade, alias_contains, auto_grade, choices_of, exact_match, grade_by_rule, lists_candidates,
     multiple_choice, normalize, numeric_match, option_letter, rouge_l, token_f1,
 )
+from slearn_mlx.numerals import numerals
 
 CAPITAL = ("What is the capital of Turkey?", "Ankara")
 
@@ -73,6 +74,30 @@ def test_a_reference_inside_the_question_is_credited_beyond_the_question_phrase(
 ])
 def test_a_denied_or_contradicted_reference_is_not_credited(response, correct):
     assert alias_contains(response, short(*CAPITAL)) is correct
+
+
+@pytest.mark.parametrize("text, digits", [
+    ("six", "6"), ("Twelve", "12"), ("twenty-one", "21"), ("one hundred and five", "105"), ("a hundred", "a 100"),
+    ("nineteen forty-five", "1945"), ("sixteenth", "16th"), ("twenty-second", "22nd"), ("2.5 million", "2500000"),
+    ("five and six", "5 and 6"), ("one two", "1 2"),
+    ("one of them", "one of them"), ("no one", "no one"),  # a pronoun
+    ("one second", "1 second"), ("a second", "a second"),  # the unit of time
+])
+def test_numbers_written_in_words_read_as_digits(text, digits):
+    assert numerals(text) == digits
+
+
+@pytest.mark.parametrize("question, answer, response, correct", [
+    ("How many legs does a spider have?", "8", "A spider has eight legs.", True),
+    ("How many legs does a spider have?", "8", "Eighteen.", False),
+    ("How many sides does a dodecagon have?", "twelve", "12", True),
+    ("When did the war end?", "1945", "In nineteen forty-five.", True),
+    ("When did the war end?", "1945", "In nineteen forty-four.", False),
+    ("Which president was Lincoln?", "16th", "The sixteenth.", True),
+    ("Which president was Lincoln?", "16th", "The sixth.", False),
+])
+def test_number_words_match_a_numeric_reference(question, answer, response, correct):
+    assert alias_contains(response, short(question, answer)) is correct
 
 
 def test_not_only_and_not_until_do_not_deny():
@@ -175,6 +200,17 @@ def number(answer, question="What is the carrier frequency?"):
     ("5 milliseconds", "5 ms", True),
     ("5 minutes", "5 ms", False),
     ("100 degrees Celsius", "100 °C", True),
+    ("212 degrees Fahrenheit", "100 °C", True),  # temperatures convert by an offset too
+    ("373.15 K", "100 °C", True),
+    ("100 °F", "100 °C", False),
+    ("0 K", "-273.15 °C", True),
+    ("98.6 °F", "37 °C", True),
+    ("273 K", "0 °C", True),  # within half a degree, where 1% of zero is nothing
+    ("275 K", "0 °C", False),
+    ("100 degrees", "100 °C", True),  # degrees alone: the reference's scale
+    ("10 F", "10 °F", False),  # F alone is farad
+    ("twelve volts", "12 V", True),  # numbers in words
+    ("twenty volts", "12 V", False),
     ("62.1 mph", "100 km/h", True),
     ("10 kilo-ohms", "10 kΩ", True),
 ])
@@ -258,3 +294,4 @@ def test_the_rule_graders_import_without_mlx():
     probe = "import sys, slearn_mlx.grade; print(sorted({m.split('.')[0] for m in sys.modules} & {'mlx', 'mlx_lm'}))"
     imported = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "[]"
+
