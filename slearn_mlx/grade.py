@@ -1,7 +1,8 @@
 """Grade a model's answer against the reference, objectively.
 
 Rule graders first, because they are exact, free and cannot be talked into a verdict:
-normalised exact match and alias-contains for short answers, numbers in digits or words with units
+normalised exact match and the reference as the response's own pick for short answers (not
+denied, not a side remark, not part of a longer name), numbers in digits or words with units
 (temperatures by offset) within a relative tolerance, option-letter extraction for multiple choice, and token
 overlap (F1, ROUGE-L) with a threshold for long answers. `auto_grade` sends a kind of record to a judge
 (judge.py) only when asked to, because on the default model it was measured worse than the rules
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 
 from .data import DEFAULT_LETTERS, MCQ_OPTION, Record, choices_of
 from .numerals import numerals
-from .prompts import FIRST_SENTENCE_END
 
 ARTICLES = {"a", "an", "the"}
 WORD = re.compile(r"[^\W_]+")
@@ -143,43 +143,225 @@ def mentions(words: list[str], phrase: list[str]) -> list[int]:
     return [i for i in range(len(words) - len(phrase) + 1) if words[i : i + len(phrase)] == phrase]
 
 
+# Words that carry no answer of their own: articles, pronouns, prepositions, conjunctions, auxiliaries,
+# the verbs that frame an answer ("I'd say", "it's called") and the words of agreement. What is left
+# are content words: a name, a noun, a number.
+FUNCTION_WORDS = frozenset("""
+a an the this that these those it its he him his she her they them their we us our i me my you your one
+is are was were be been being am do does did has have had will would shall should can could may might must
+of in on at to from by with for about as into onto over under than then so such also too very just only even
+and or but nor if because while whereas although though since until unless whether which who whom whose
+what when where why how there here not no never s t d ll re ve m some any each every all both either neither
+other another more most much many say says said think thought believe call called named known answer
+yes sure well ok okay oh ah hmm right correct indeed certainly absolutely definitely course actually really
+""".split())
 # A negation right before a mention denies it: "not X", "isn't X", "certainly not X", "never in X".
 NEGATIONS = {"not", "never", "nor", "neither", "cannot"}
 # ...but these after "not" make it something else: "not only X", "not until 1969".
 NOT_NEGATING = {"only", "just", "merely", "simply", "solely", "until", "till", "also"}
-CLAUSE_BREAK = re.compile(r"[,;:.!?()\[\]\n–—]")
+# After a mention, an auxiliary and a negation deny it ("X is not the capital", "X didn't write it"),
+# as do these ("X is wrong").
+AUXILIARIES = {"is", "was", "are", "were", "do", "does", "did", "has", "had", "have", "would", "could", "can", "will",
+               "isn", "wasn", "aren", "weren", "don", "doesn", "didn", "hasn", "hadn", "haven", "wouldn", "couldn",
+               "won"}
+WRONG = {"wrong", "incorrect", "false", "mistaken"}
+# What a denial after a mention may deny besides the question's own words: "X is not the answer".
+ANSWER_WORDS = {"answer", "right", "correct", "true", "one", "case", "it"}
+# Words that report what others hold: a clause with one, answered by "but ..." or "however", is
+# a concession, not the response's claim ("Many credit X, but it was Y").
+REPORTING = {"think", "thinks", "thought", "believe", "believes", "believed", "say", "says", "said", "claim", "claims",
+             "claimed", "credit", "credits", "credited", "assume", "assumes", "assumed", "attribute", "attributes",
+             "attributed", "suppose", "supposed", "mistake", "mistaken", "misconception", "myth", "confuse", "confused"}
+CONTRASTS = {"but", "however", "yet", "although", "though", "whereas"}
+# Clauses end at punctuation, a line break, a sentence's end (not after an initial or "Dr") and before
+# a word of contrast.
+CLAUSE_END = re.compile(r"[,;:()\[\]\n–—]|\s-\s|(?<!\b[a-z])(?<!\bdr)(?<!\bmr)(?<!\bms)(?<!\bst)(?<!\bmrs)(?<!\bjr)"
+                        r"[.!?](?=\s|$)|\b(?=(?:but|however|although|though|whereas)\b)")
 
 
-def negated(folded: str, spans: list[re.Match], at: int) -> bool:
-    """A negation within two words before the word at `at`, in the same clause."""
+@dataclass
+class Said:
+    """A text as the short-answer rules read it: folded, its words (articles left out), and the
+    clause each word is in."""
+    text: str
+    spans: list[re.Match]
+    clause: list[int]
+
+    @property
+    def words(self) -> list[str]:
+        return [m.group() for m in self.spans]
+
+    def clause_words(self, clause: int) -> list[str]:
+        return [m.group() for m, c in zip(self.spans, self.clause) if c == clause]
+
+    def adjacent(self, i: int, j: int) -> bool:
+        """Words i and j (i before j) stand next to each other with only spaces between."""
+        return 0 <= i and j < len(self.spans) and not self.text[self.spans[i].end() : self.spans[j].start()].strip()
+
+    def is_negation(self, i: int) -> bool:
+        word, start = self.spans[i].group(), self.spans[i].start()
+        return word in NEGATIONS or (word == "t" and start > 0 and self.text[start - 1] in "'’")  # n't
+
+
+def read(text: str) -> Said:
+    folded, spans = word_spans(text)
+    ends = [m.start() for m in CLAUSE_END.finditer(folded)]
+    clauses = [sum(end <= m.start() for end in ends) for m in spans]
+    numbered = {clause: n for n, clause in enumerate(dict.fromkeys(clauses))}  # clauses with words, counted on
+    return Said(folded, spans, [numbered[clause] for clause in clauses])
+
+
+def stem(word: str) -> str:
+    return re.sub(r"(?:ing|ed|es|s)$", "", word) if len(word) > 4 else word
+
+
+def about_the_question(words: list[str], asked: set[str]) -> bool:
+    """Every content word is the question's own or a word for the answer: "the capital", "the author"."""
+    stems = {stem(w) for w in asked}
+    return all(w in FUNCTION_WORDS or w in ANSWER_WORDS or stem(w) in stems for w in words)
+
+
+def negated(said: Said, at: int, end: int, asked: set[str]) -> bool:
+    """The mention of words at..end-1 is denied in its clause: a negation up to two words before it
+    ("not X", "isn't X"), or after it an auxiliary and a negation of what the question asks or of a
+    claim the next clause makes of something else ("X is not the capital", "X isn't it; Y is"), or "X
+    is wrong". "X is not the largest city" says something of X without denying it."""
+    clause = said.clause[at]
     for j in range(max(0, at - 3), at):
-        word = spans[j].group()
-        start = spans[j].start()
-        negation = word in NEGATIONS or (word == "t" and start > 0 and folded[start - 1] in "'’")  # n't
-        if (negation and not CLAUSE_BREAK.search(folded, spans[j].end(), spans[at].start())
-                and (j + 1 == at or spans[j + 1].group() not in NOT_NEGATING)):
+        if (said.clause[j] == clause and said.is_negation(j)
+                and (j + 1 == at or said.spans[j + 1].group() not in NOT_NEGATING)):
             return True
-    return False
+    after = [k for k in range(end, len(said.spans)) if said.clause[k] == clause]
+    words = [said.spans[k].group() for k in after]
+    if words[:1] and words[0] in AUXILIARIES:
+        after, words = after[1:], words[1:]
+    if words[:1] and words[0] in WRONG:
+        return True
+    if not after or not said.is_negation(after[0]) or words[1:2] and words[1] in NOT_NEGATING:
+        return False
+    following = said.clause_words(clause + 1)
+    elliptic = bool(following) and following[-1] in AUXILIARIES  # "...; Ottawa is."
+    return elliptic or about_the_question(words[1:], asked)
+
+
+def concessive(said: Said, clause: int) -> bool:
+    """A clause reporting what others hold, answered by a contrast: "Many credit X, but ..."."""
+    words = said.clause_words(clause)
+    following = said.clause_words(clause + 1)
+    reported = any(w in REPORTING and (i == 0 or words[i - 1] not in {"i", "we"}) for i, w in enumerate(words))
+    return reported and bool(following) and following[0] in CONTRASTS
+
+
+PERSON_QUESTION = re.compile(
+    r"^\W*(?:who|whom|whose)\b|\b(?:which|what|name the)\s+(?:[^\W\d_]+\s+)?(?:person|man|woman|author|writer|poet"
+    r"|novelist|playwright|painter|artist|sculptor|composer|musician|singer|actor|actress|scientist|inventor"
+    r"|physicist|chemist|mathematician|philosopher|explorer|president|king|queen|emperor|leader)\b", re.IGNORECASE)
+PLACE_QUESTION = re.compile(
+    r"^\W*where\b|\b(?:which|what)\s+(?:[^\W\d_]+\s+)?(?:city|country|capital|town|state|continent|nation|island"
+    r"|province|county|region|place)\b|\bcapital\s+(?:city\s+)?of\b", re.IGNORECASE)
+# Words that make a longer name of the one after them: "New York", "South Sudan", "Papua New Guinea".
+NAME_PREFIXES = {"new", "old", "north", "south", "east", "west", "northern", "southern", "eastern", "western",
+                 "central", "upper", "lower", "great", "greater", "little", "equatorial", "papua", "port", "fort",
+                 "san", "santa", "saint", "st"}
+# ...except compass words before a continent, which narrow it to a region of it: "East Africa" is in Africa.
+COMPASS = {"north", "south", "east", "west", "northern", "southern", "eastern", "western", "central"}
+CONTINENTS = {"africa", "asia", "europe", "america", "antarctica", "australia", "oceania"}
+# Words that make a name of the one before them a place or an institution of their kind: "Mexico City",
+# "Victoria Falls", "the Rembrandt House Museum", "the Nobel Prize".
+PLACE_NOUNS = {"city", "county", "state", "province", "river", "lake", "falls", "canal", "bay", "island", "islands",
+               "mountain", "mountains", "street", "square", "bridge", "university", "college", "memorial",
+               "monument", "airport", "station", "park", "tower", "sea", "strait", "gulf", "peninsula", "desert",
+               "valley", "district", "region", "territory", "house", "museum", "gallery", "theatre", "theater",
+               "hall", "stadium", "hotel", "prize", "award", "foundation", "institute", "school", "hospital"}
+# The same kinds of place the question may ask for in other words: a capital is a city.
+PLACE_SYNONYMS = {"capital": "city", "town": "city"}
+LOCATIVES = {"in", "at", "from", "near", "to", "into", "toward", "towards", "around", "outside", "inside", "across",
+             "through", "via"}
+# "London, the capital of England", "London is a city": a name said to be a place.
+CALLED_A_PLACE = re.compile(r"\s*(?:,\s*|\s(?:is|was)\s+)(?:(?:the|a|an)\s+)?(?:[^\W\d_]+\s+)?(?:city|capital|town"
+                            r"|village|country|state|county|province|region|port|metropolis)\b")
+
+
+def names_it(said: Said, at: int, end: int, phrase: list[str], asked: set[str], question: str) -> bool:
+    """The words at..end-1 are the reference as a whole name of the thing the question asks for,
+    not part of a longer name ("Guinea-Bissau", "New York", "Mexico City" for "Guinea", "York",
+    "Mexico") nor a namesake of another kind ("Abraham Lincoln" when a city is asked for, "in
+    London" when a writer is)."""
+    text, spans = said.text, said.spans
+    start, stop = spans[at].start(), spans[end - 1].end()
+    if (start > 1 and text[start - 1] == "-" and text[start - 2].isalnum()) or (
+            text[stop : stop + 1] == "-" and text[stop + 1 : stop + 2].isalnum()):
+        return False
+    before = spans[at - 1].group() if said.adjacent(at - 1, at) else None
+    after = spans[end].group() if said.adjacent(end - 1, end) else None
+    kinds = {PLACE_SYNONYMS.get(w, w) for w in asked}
+    if after in PLACE_NOUNS and after not in phrase and PLACE_SYNONYMS.get(after, after) not in kinds:
+        return False
+    if PERSON_QUESTION.search(question):  # where given names and titles come first: "the great Michelangelo"
+        city_of = before == "of" and at > 1 and spans[at - 2].group() in PLACE_NOUNS | {"capital", "town"}
+        return before not in LOCATIVES and not city_of and not CALLED_A_PLACE.match(text, stop)
+    region = before in COMPASS and phrase[0] in CONTINENTS
+    if before in NAME_PREFIXES and not region:
+        return False
+    if PLACE_QUESTION.search(question):
+        return before is None or before in FUNCTION_WORDS or before in asked or before[0].isdigit() or region
+    return True
+
+
+def stated_mentions(said: Said, record: Record, phrase: list[str], asked: set[str]) -> list[int] | None:
+    """Where the response names the reference as its answer; None where it denies it."""
+    found = []
+    for i in mentions(said.words, phrase):
+        if negated(said, i, i + len(phrase), asked):
+            return None
+        if names_it(said, i, i + len(phrase), phrase, asked, record.question) and not concessive(said, said.clause[i]):
+            found.append(i)
+    return found
 
 
 # Words that open an answer without being one: "Yes. It is X", "Sure - X".
 OPENERS = {"yes", "no", "sure", "well", "ok", "okay", "oh", "ah", "hmm", "right", "correct", "indeed", "certainly",
            "absolutely", "definitely", "of course", "answer", "my answer", "good question", "great question"}
-HEAD_END = re.compile(rf";|\s[-–—]\s|{FIRST_SENTENCE_END.pattern}")
+# A pick names at most this many content words: "Raphael", "it was painted by Raphael", "The Atlantic".
+PICK_WORDS = 3
+PREPOSITIONS = {"in", "on", "at", "during", "since", "after", "before", "from", "of", "for", "with", "as",
+                "according", "to", "under", "over", "between", "among", "near", "through", "throughout", "within",
+                "without", "despite", "unlike", "like", "around", "across", "upon"}
 
 
-def rival_head(response: str, record: Record) -> bool:
-    """The response opens with a short answer of its own that no reference is in, and goes on:
-    "Istanbul; Ankara is just its biggest city." commits to Istanbul whatever it says next.
-    An opening that denies ("It wasn't Marlowe; it was ...") commits to nothing."""
-    end = HEAD_END.search(response)
-    if not end or not response[end.end():].strip():
-        return False
-    head = normalize(response[: end.start()])
-    words = head.split()
+def adverbial(words: list[str], question: str) -> bool:
+    """A clause that sets a scene rather than naming an answer: "In 1867", "Located in the ACT",
+    "Historically". Where the question asks where, "In Melbourne" is an answer."""
+    first, second = words[0], words[1] if len(words) > 1 else ""
+    if first in PREPOSITIONS:
+        return not (first in LOCATIVES and re.match(r"\W*where\b", question, re.IGNORECASE))
+    participle = first.endswith(("ed", "ing")) or first in {"born", "known", "built", "made", "written", "given"}
+    adverb = len(words) == 1 and len(first) > 6 and first.endswith("ly")  # "Historically", not "Italy"
+    return (participle and second in PREPOSITIONS | {"by"}) or adverb
+
+
+def rival_pick(said: Said, record: Record, stated: set[int]) -> bool:
+    """The response's own pick, its first clause that claims something (not denied, not conceded, not
+    an opener or a scene), is a short answer that names no reference: "Istanbul; Ankara is just its
+    biggest city", "It was painted by Raphael, who admired Michelangelo", "The Atlantic, which is
+    smaller than the Pacific". A clause before the reference set off by commas ("The capital city,
+    Canberra, is ...") is no rival: the reference is its apposition."""
     asked = set(normalize(record.question).split())
-    return (0 < len(words) <= CANDIDATE_WORDS and head not in OPENERS and not set(words) <= asked
-            and not set(words) & (NEGATIONS | {"t"}) and not any(says(head, ref) for ref in references(record)))
+    for clause in dict.fromkeys(said.clause):
+        at = [i for i, c in enumerate(said.clause) if c == clause]
+        words = [said.spans[i].group() for i in at]
+        content = [w for w in words if w not in FUNCTION_WORDS]
+        if (not content or " ".join(words) in OPENERS or any(said.is_negation(i) for i in at)
+                or concessive(said, clause) or adverbial(words, record.question)):
+            continue
+        if stated & set(at) or len(content) > PICK_WORDS or set(content) <= asked:
+            return False
+        following = [i for i, c in enumerate(said.clause) if c == clause + 1]
+        apposition = (bool(following) and following[0] in stated
+                      and " ".join(said.clause_words(clause + 1)) in references(record)
+                      and said.text[said.spans[at[-1]].end() : said.spans[following[0]].start()].strip() == ",")
+        return not apposition
+    return False
 
 
 def states_reference(response: str, record: Record) -> bool:
@@ -187,33 +369,34 @@ def states_reference(response: str, record: Record) -> bool:
 
     A reference the question contains ("What is the capital of Luxembourg?" / "Luxembourg") counts
     only where the response says it beyond the question's own phrase: a mention inside a word
-    pair of the question ("of Luxembourg", "Guinea-Bissau") echoes it, and so may as many other
-    mentions as the question has; "Luxembourg's capital is Luxembourg City" says it once more.
+    pair of the question ("of Luxembourg") echoes it, and so may as many other mentions as the
+    question has; "Luxembourg's capital is Luxembourg City" says it once more.
     """
-    folded, spans = word_spans(response)
-    said = [m.group() for m in spans]
-    asked = normalize(record.question).split()
-    asked_pairs = set(zip(asked, asked[1:]))
-    stated = False
+    said, question = read(response), read(record.question)
+    asked = question.words
+    asked_set, asked_pairs = set(asked), set(zip(asked, asked[1:]))
+    words = said.words
+    stated: set[int] = set()
     for ref in references(record):
         phrase = ref.split()
-        found, asked_at = mentions(said, phrase), mentions(asked, phrase)
-        if any(negated(folded, spans, i) for i in found):
+        found = stated_mentions(said, record, phrase, asked_set)
+        if found is None:
             return False
-        echoes = [i for i in found if asked_at and {(said[i - 1], phrase[0]) if i else None,
-                                                    (phrase[-1], said[i + len(phrase)]) if i + len(phrase) < len(said) else None}
-                  & asked_pairs]
-        stated = stated or len(found) - len(echoes) > max(0, len(asked_at) - len(echoes))
-    return stated
+        asked_at = [i for i in mentions(asked, phrase) if names_it(question, i, i + len(phrase), phrase, set(), "")]
+        echoes = [i for i in found if asked_at and {(words[i - 1], phrase[0]) if i else None,
+                                                    (phrase[-1], words[i + len(phrase)])
+                                                    if i + len(phrase) < len(words) else None} & asked_pairs]
+        if len(found) - len(echoes) > max(0, len(asked_at) - len(echoes)):
+            stated |= set(found)
+    return bool(stated) and not rival_pick(said, record, stated)
 
 
 def alias_contains(response: str, record: Record) -> bool:
-    """A reference appears as whole words in the response as its answer (see states_reference),
-    and the response is not a list of guesses nor opens with another answer."""
+    """A reference is the response's own answer (see states_reference and rival_pick), and the
+    response is not a list of guesses."""
     if exact_match(response, record):
         return True
-    return (states_reference(response, record) and not lists_candidates(response, record)
-            and not rival_head(response, record))
+    return states_reference(response, record) and not lists_candidates(response, record)
 
 
 # A number ("1,200", "-3.5", ".5") and the unit right after it ("MHz", "%", "km/h", "degrees Celsius", "°F").

@@ -76,6 +76,57 @@ def test_a_denied_or_contradicted_reference_is_not_credited(response, correct):
     assert alias_contains(response, short(*CAPITAL)) is correct
 
 
+@pytest.mark.parametrize("response, correct", [
+    ("Istanbul is not the capital; Ankara is.", True),
+    ("Ankara is not the capital, Istanbul is.", False),  # denied after it is named
+    ("Ankara isn't it; Istanbul is.", False),
+    ("Ankara is wrong.", False),
+    ("Ankara was never the capital.", False),
+    ("Ankara is not the largest city, but it is the capital.", True),  # says something else of it, denies nothing
+])
+def test_a_reference_denied_after_it_is_named_is_not_credited(response, correct):
+    assert alias_contains(response, short(*CAPITAL)) is correct
+
+
+@pytest.mark.parametrize("response, correct", [
+    ("Istanbul, which is larger than Ankara.", False),  # its own pick is another city; Ankara a side remark
+    ("Ankara, which is smaller than Istanbul.", True),
+    ("It is Istanbul, not far from Ankara.", False),
+    ("Many think Istanbul, but it is Ankara.", True),  # what others hold, then the response's own claim
+    ("Many think Ankara, but it is really Istanbul.", False),
+    ("The capital city of Turkey, Ankara, lies on the high Anatolian plateau.", True),  # the reference as an apposition
+    ("In 1923, Ankara became the capital.", True),  # a scene set first is no pick
+])
+def test_the_response_s_own_pick_comes_first(response, correct):
+    assert alias_contains(response, short(*CAPITAL)) is correct
+
+
+@pytest.mark.parametrize("question, answer, response, correct", [
+    ("Which country has Conakry as its capital?", "Guinea", "Guinea-Bissau", False),  # a longer, hyphenated name
+    ("Which country has Conakry as its capital?", "Guinea", "Papua New Guinea", False),
+    ("Which country has Conakry as its capital?", "Guinea", "Equatorial Guinea", False),
+    ("Which country has Conakry as its capital?", "Guinea", "Guinea, in West Africa.", True),
+    ("Which country lies south of the United States?", "Mexico", "Mexico City", False),  # a city, not the country
+    ("Which country lies south of the United States?", "Mexico", "Mexico, whose capital is Mexico City.", True),
+    ("Which continent is Kenya in?", "Africa", "East Africa", True),  # a region of the continent asked for
+    ("Which continent is Kenya in?", "Africa", "Africa, not South America.", True),
+])
+def test_a_reference_inside_a_longer_name_is_not_credited(question, answer, response, correct):
+    assert alias_contains(response, short(question, answer)) is correct
+
+
+@pytest.mark.parametrize("question, answer, aliases, response, correct", [
+    ("Who wrote White Fang?", "Jack London", ["London"], "It was written in London.", False),  # the city, not the writer
+    ("Who wrote White Fang?", "Jack London", ["London"], "London, the capital of England.", False),
+    ("Who wrote White Fang?", "Jack London", ["London"], "London wrote it.", True),
+    ("What is the capital of Nebraska?", "Lincoln", [], "Abraham Lincoln", False),  # the president, not the city
+    ("What is the capital of Nebraska?", "Lincoln", [], "President Lincoln", False),
+    ("What is the capital of Nebraska?", "Lincoln", [], "The capital of Nebraska is Lincoln.", True),
+])
+def test_an_alias_naming_another_kind_of_thing_is_not_credited(question, answer, aliases, response, correct):
+    assert alias_contains(response, short(question, answer, aliases)) is correct
+
+
 @pytest.mark.parametrize("text, digits", [
     ("six", "6"), ("Twelve", "12"), ("twenty-one", "21"), ("one hundred and five", "105"), ("a hundred", "a 100"),
     ("nineteen forty-five", "1945"), ("sixteenth", "16th"), ("twenty-second", "22nd"), ("2.5 million", "2500000"),
