@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
-from slearn_mlx.data import Record, load_records
+from slearn_mlx.data import Record, choices_of, load_records
 from slearn_mlx.grade import (
-    JUDGED_KINDS, LONG_THRESHOLD, alias_contains, auto_grade, choices_of, exact_match, long_overlap, normalize,
-    references, says, token_f1,
+    JUDGED_KINDS, LONG_THRESHOLD, alias_contains, auto_grade, exact_match, long_overlap, normalize, references, says,
+    token_f1,
 )
 from slearn_mlx.judge import JUDGE_THRESHOLD, judge
 from slearn_mlx.models import load_model, resolve_model

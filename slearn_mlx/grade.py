@@ -3,7 +3,8 @@
 Rule graders first, because they are exact, free and cannot be talked into a verdict:
 normalised exact match and the reference as the response's own pick for short answers (not
 denied, not a side remark, not part of a longer name), numbers in digits or words with units
-(temperatures by offset) within a relative tolerance, option-letter extraction for multiple choice, and token
+(temperatures by offset) within a relative tolerance, the option picked for multiple choice (by
+letter in either case or by its text, after the options the response eliminates), and token
 overlap (F1, ROUGE-L) with a threshold for long answers. `auto_grade` sends a kind of record to a judge
 (judge.py) only when asked to, because on the default model it was measured worse than the rules
 (benchmarks/grading.py). Every response is data: a rule or gate decides first what a response
@@ -18,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .data import DEFAULT_LETTERS, MCQ_OPTION, Record, choices_of
+from .data import DEFAULT_LETTERS, Record
 from .numerals import numerals
 
 ARTICLES = {"a", "an", "the"}
@@ -95,7 +96,7 @@ def is_unsure(response: str, record: Record) -> bool:
     text are someone else's, not the model's doubt.
     """
     text = QUOTED.sub(" ", response.replace("’", "'"))
-    for option in (choices_of(record) or {}).values():
+    for option in (options_of(record) or {}).values():
         text = text.replace(option, " ")
     patterns = [IGNORANCE] if record.kind == "long" else [IGNORANCE, GUESS]
     asked = record.question.lower()
@@ -539,45 +540,132 @@ def long_overlap(response: str, record: Record) -> float:
 LONG_THRESHOLD = 0.1
 
 
-# Words that name the option picked right before its letter: "Answer: B", "option D", "my pick is d".
-PICK = r"\b(?i:answer|option|choice|pick|choose|chose|select|go with)(?:\s+(?:is|would be|will be))?\s*[:\-]?\s*"
-LETTER_PATTERNS = [
-    re.compile(r"^\W*\(([A-Za-z])\)"),  # "(b)"
-    re.compile(r"^\W*([A-Z])(?:[.):]|$)"),  # "B", "B) text", "B. text"; not "I think" or "A solution"
-    re.compile(PICK + r"\(?([A-Z])\)?(?:\W|$)"),  # "Answer: B", "option D"; not "answer is a ..."
-    re.compile(PICK + r"\(?([a-z])\)?\s*(?:[.,;!?]|$)"),  # "my pick is d", "answer: b." (a lowercase letter ends it)
-    re.compile(r"(?<![\w'])\(?([A-Za-z])\)?\s+is\s+(?:the\s+)?(?:correct|right)\b"),  # "D is correct"
-    MCQ_OPTION,  # any line "C) text": a response reciting the options names them all
-]
-# An option ruled out: "A is out", "A and B are wrong", "not C". Its letter is no pick.
-RULED_OUT = re.compile(
-    r"\b(?:options?\s+)?\(?[A-J]\)?(?:\s*(?:,|/|\bor\b|\band\b)\s*\(?[A-J]\)?)*\s+(?:is|are)\s+"
-    r"(?:out|wrong|incorrect|false|eliminated|ruled out|not\s+(?:correct|right|true|it|the\s+answer))\b"
-    r"|\b(?i:not|rule out|rules out|eliminate|exclude)\s+(?:option\s+)?\(?[A-J]\)?(?![\w'])")
-LETTER_HEDGE = re.compile(r"\b[A-J]\)?\s*(?:,|/|\bor\b|\band\b)\s*\(?[A-J]\b")  # "A or B", "B, C"
-LEADING_LETTER = re.compile(r"^\W*\(?[A-Z][.):]\s*")
+# Options written inside the question: "A) text", "b. text", "(c) text", "A: text", each on a line of its
+# own or in a run on one line ("... is: a) Fundus b) Body c) Antrum").
+INLINE_OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-Ja-j])[.:)]\s+")
 
 
-def option_letter(response: str, choices: dict[str, str] | None) -> str | None:
-    """The option a response picks: a letter in a usual form, or an option's text alone.
+def options_of(record: Record) -> dict[str, str] | None:
+    """The options by capital letter: the record's choices, or those written inside its question as a
+    run of consecutive letters from A in one case (the last of the longest runs)."""
+    if record.choices:
+        return {letter.strip().upper(): text for letter, text in record.choices.items()}
+    markers = list(INLINE_OPTION.finditer(record.question))
+    best: list[re.Match] = []
+    for i, first in enumerate(markers):
+        if first.group(1) not in "aA":
+            continue
+        run = [first]
+        for marker in markers[i + 1 :]:
+            if marker.group(1) == chr(ord(run[-1].group(1)) + 1):
+                run.append(marker)
+        if len(run) >= 2 and len(run) >= len(best):
+            best = run
+    options = {}
+    for marker, following in zip(best, [*best[1:], None]):
+        end = following.start() if following else len(record.question)
+        options[marker.group(1).upper()] = record.question[marker.end() : end].split("\n")[0].strip()
+    return options if options and all(options.values()) else None
 
-    Options it rules out are set aside first ("A is out; D is correct" picks D). A response that
-    still names two options picks nothing: "A or B", "A) ... The correct answer is D", a recital
-    of the options, or a letter with another option's text ("C) <text of D>").
-    """
-    kept = RULED_OUT.sub(" ", response.strip())
-    if LETTER_HEDGE.search(kept):
+
+def text_names(text: str, options: dict[str, str], paraphrase: bool = True) -> set[str]:
+    """The options a text gives: one it is (or opens with, then explains), one it is the start of
+    (cut short by the token budget), or, with `paraphrase`, failing both the one whose words it
+    shares most (token F1 of at least a half). Empty when it gives none."""
+    said = normalize(text)
+    written = {letter: normalize(option) for letter, option in options.items() if normalize(option)}
+    named = {letter for letter, option in written.items()
+             if said and (said == option or said.startswith(option + " ") or option.startswith(said))}
+    if named or not said or not paraphrase:
+        return named
+    overlaps = {letter: token_f1(said, option) for letter, option in written.items()}
+    best = max(overlaps.values(), default=0.0)
+    return {letter for letter, overlap in overlaps.items() if overlap == best} if best >= 0.5 else set()
+
+
+@functools.lru_cache(maxsize=4096)
+def option_words(option: str) -> re.Pattern | None:
+    """An option's words as a pattern, whatever punctuation or case the response puts between them."""
+    words = WORD.findall(plain(option))
+    if not words:
         return None
-    letters = {letter.upper() for letter in choices} if choices else set(DEFAULT_LETTERS)
-    named = {m.group(1).upper() for pattern in LETTER_PATTERNS for m in pattern.finditer(kept.strip())}
-    if choices:
-        said = normalize(LEADING_LETTER.sub("", response.strip()))
-        named |= {letter.upper() for letter, text in choices.items() if normalize(text) and normalize(text) == said}
-    return named.pop() if len(named) == 1 and named <= letters else None
+    return re.compile(r"(?<![^\W_])" + r"[\W_]+".join(map(re.escape, words)) + r"(?![^\W_])", re.IGNORECASE)
+
+
+def masked(text: str, options: dict[str, str]) -> str:
+    """The text with each option's own words, where it says them, as «letter» (longest option first):
+    an option named by its text then reads as one named by its letter, and words inside an option
+    ("Not seen in children") are not the response's own negation."""
+    for letter, option in sorted(options.items(), key=lambda item: -len(item[1])):
+        if pattern := option_words(option):
+            text = pattern.sub(f"«{letter}»", text)
+    return text
+
+
+# Words that state the pick before its letter or option: "Answer: B", "option D", "the choice is (b)".
+PICK = (r"\b(?i:answer|option|choice|pick|choose|chose|select|go with)(?:\s+(?:is|would be|will be|must be|has to be))?"
+        r"\s*[:\-]?\s*")
+# ...and words that conclude an elimination, after which the letter ends the clause: "so C", "which leaves B".
+INFERENCE = r"\b(?i:so|therefore|thus|hence|leaves(?: us with)?|leaving|it(?:'s| is| must be| has to be))\s*[:\-]?\s*"
+CONCLUSIONS = [
+    re.compile(PICK + r"(?:«([A-J])»|\(?([A-J])\)?(?:\W|$))"),  # "Answer: B", "option D because"
+    re.compile(rf"(?:{PICK}|{INFERENCE})(?:«([A-J])»|\(?([A-Za-z])\)?)\s*(?:[.,;!?]|$)"),  # "so C.", "my pick is d"
+    re.compile(r"(?<![\w'])(?:«([A-J])»|\(?([A-Za-z])\)?)\s+(?:is\s+(?:the\s+)?(?:correct|right|best|answer)|remains"
+               r"|is left)\b"),  # "D is correct", "«B» remains"
+]
+# A letter stated with a text: first in the response, or after words of a pick ("The answer is D) ...").
+LETTER_TEXT = re.compile(rf"(?:^\W*|{PICK})\(?([A-Za-z])[.):][ \t]+([^\n]+)")
+# A clause that opens with a letter ("B", "(b)", "c) text", "D: text") or is an option's text alone.
+CLAUSE_LETTER = re.compile(r"^\W*(?:\(([A-Za-z])\)|([A-Za-z])[.):]|([A-Za-z])\W*$|«([A-J])»\W*$)")
+OPTION_FIRST = re.compile(r"^\W*«([A-J])»(.*)$")  # "«B» is the hardest"
+# Clauses for elimination: split at punctuation and before the words that go on from one.
+MCQ_CLAUSE = re.compile(r"[.;,!?\n]|\s[-–—]\s|[–—]|\b(?=(?:but|so|because|which|then)\b)", re.IGNORECASE)
+ELIMINATES = re.compile(r"\b(?:not|never|nor|neither|cannot|no|wrong|incorrect|false|out|unlikely|impossible"
+                        r"|eliminat\w*|exclud\w*)\b|n['’]t\b", re.IGNORECASE)
+HEDGE = re.compile(r"(?:«[A-J]»|(?<![\w'])\(?[A-J]\)?)\s*(?:/|\bor\b|\band\b)\s*(?:«[A-J]»|\(?[A-J]\)?(?![\w']))")
+
+
+def option_letter(response: str, options: dict[str, str] | None, question: str = "") -> str | None:
+    """The option a response picks: by letter in any case, with or without its parenthesis and text,
+    or by the option's text, after the options it eliminates.
+
+    A letter whose text is another option's picks nothing ("c) <text of A>"). Clauses that rule
+    options out ("A is a fish, so it's out", "it can't be A or B") are set aside; a conclusion
+    ("so C", "the answer is B", "«dolphin» remains") then decides, unless the response also opens
+    with another letter. Without one, the response must name exactly one option: "A or B", "B, C"
+    and a recital of the options pick nothing.
+    """
+    options = options or {}
+    letters = set(options) or set(DEFAULT_LETTERS)
+    text = plain(response.strip())
+    for match in LETTER_TEXT.finditer(text):
+        named = text_names(match.group(2), options)
+        if named and match.group(1).upper() not in named:
+            return None
+    asked = set(normalize(question).split())
+    kept = [c for c in MCQ_CLAUSE.split(masked(text, options)) if c.strip() and not ELIMINATES.search(c)]
+    concluded, opened, hedged = set(), set(), False
+    for clause in kept:
+        hedge = bool(HEDGE.search(clause))
+        hedged |= hedge
+        if not hedge:
+            concluded |= {next(filter(None, m.groups())).upper() for pattern in CONCLUSIONS
+                          for m in pattern.finditer(clause)}
+        if match := CLAUSE_LETTER.match(clause):
+            opened.add(next(filter(None, match.groups())).upper())
+        elif (match := OPTION_FIRST.match(clause)) and about_the_question(normalize(match.group(2)).split(), asked):
+            opened.add(match.group(1))
+    if concluded:
+        picked = concluded if opened <= concluded else set()
+    elif hedged:
+        picked = set()
+    else:
+        picked = opened or text_names(text.split("\n")[0], options, paraphrase=False)
+    return picked.pop() if len(picked) == 1 and picked <= letters else None
 
 
 def multiple_choice(response: str, record: Record) -> bool:
-    return option_letter(response, choices_of(record)) == record.answer.strip().upper()
+    return option_letter(response, options_of(record), record.question) == record.answer.strip().upper()
 
 
 def rule_for(record: Record) -> tuple[str, Callable[[str, Record], float], float]:
@@ -605,7 +693,7 @@ def grade_by_rule(record: Record, response: str, judged_kinds: frozenset[str] = 
 
 def reference_text(record: Record) -> str:
     """The reference as a judge needs it: an option letter alone means nothing without its text."""
-    option = (choices_of(record) or {}).get(record.answer.strip().upper()) if record.kind == "mcq" else None
+    option = (options_of(record) or {}).get(record.answer.strip().upper()) if record.kind == "mcq" else None
     return f"{record.answer}) {option}" if option else record.answer
 
 

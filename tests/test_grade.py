@@ -6,8 +6,8 @@ import pytest
 from conftest import REPO
 from slearn_mlx.data import Record
 from slearn_mlx.grade import (
-    Grade, alias_contains, auto_grade, choices_of, exact_match, grade_by_rule, lists_candidates,
-    multiple_choice, normalize, numeric_match, option_letter, rouge_l, token_f1,
+    Grade, alias_contains, auto_grade, exact_match, grade_by_rule, lists_candidates,
+    multiple_choice, normalize, numeric_match, option_letter, options_of, rouge_l, token_f1,
 )
 from slearn_mlx.numerals import numerals
 
@@ -213,15 +213,41 @@ def test_exact_match_normalises_but_wants_nothing_else():
     ("my pick is d", "D"), ("I'd go with B.", "B"), ("the answer is c.", "C"), ("D is correct.", "D"),
     ("A is out; D is correct", "D"), ("A and B are wrong, so C is the right one: C", "C"),
     ("Not A. The answer is C.", "C"), ("A is out", None), ("I choose a colour", None),
+    # a letter in any case, with or without its parenthesis and text; a text that is another option's picks nothing
+    ("b", "B"), ("b.", "B"), ("b)", "B"), ("b) blue", "B"), ("c) blue", None), ("d: yellow", "D"), ("a", "A"),
+    ("B. bl", "B"), ("A. bl", None),  # a text cut short by the token budget
+    ("B) blue, the colour of the sky", "B"), ("a or b", None),
+    # elimination chains that end in the pick
+    ("A is out, so is C; that leaves B.", "B"), ("It can't be A or C. It is D.", "D"),
+    ("Red is not it, green is not it either, so yellow.", "D"), ("A and C are wrong, which leaves B or D.", None),
+    ("Eliminating A and B, the answer must be C.", "C"), ("B is wrong; D.", "D"),
 ])
 def test_option_letter_forms(response, letter):
     assert option_letter(response, {"A": "red", "B": "blue", "C": "green", "D": "yellow"}) == letter
 
 
+@pytest.mark.parametrize("question, options", [
+    ("Which is a rate?\na) Rate\nb) Ratio\nc) Proportion", {"A": "Rate", "B": "Ratio", "C": "Proportion"}),
+    ("The commonest site is: a) Fundus b) Body c) Antrum", {"A": "Fundus", "B": "Body", "C": "Antrum"}),
+    ("Which is it?\n(A) red\n(B) blue", {"A": "red", "B": "blue"}),
+    ("Lack of vitamin A. causes what?", None),  # a lone "A." is no run of options
+    ("Pick: b) Ratio c) Proportion", None),  # a run must start at A
+])
+def test_options_inline_in_either_case(question, options):
+    record = Record(id="x", question=question, answer="A", kind="mcq")
+    assert options_of(record) == options
+
+
+def test_an_inline_option_is_picked_by_its_lowercase_letter_or_its_text_alone():
+    record = Record(id="x", question="Which is a ratio?\na) Rate\nb) Ratio\nc) Proportion", answer="B", kind="mcq")
+    assert all(multiple_choice(r, record) for r in ["b) Ratio", "b", "(b) Ratio", "B) Ratio", "Ratio"])
+    assert not any(multiple_choice(r, record) for r in ["c) Ratio", "b) Rate", "a) Rate", "Rate", "c"])
+
+
 def test_options_written_inside_the_question_are_read():
     record = Record(id="x", question="Adding resistors in series makes the resistance\n\n A: increase\n B: decrease",
                     answer="A", kind="mcq")
-    assert choices_of(record) == {"A": "increase", "B": "decrease"}
+    assert options_of(record) == {"A": "increase", "B": "decrease"}
     assert multiple_choice("increase", record) and multiple_choice("A: increase", record)
     assert not multiple_choice("decrease", record)
 
