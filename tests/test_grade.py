@@ -300,6 +300,18 @@ def test_numbers_from_the_question_are_not_an_answer():
     assert not numeric_match("2 ohm", record) and numeric_match("2 ohm plus 2 ohm is 4 ohm", record)
 
 
+@pytest.mark.parametrize("response, correct", [
+    ("A compiler translates high-level source code into machine code.", True),
+    ("A printer is a device that puts text on paper for the user of a computer.", False),  # function words only
+    ("It is the part of the computer that keeps what is written in a file.", False),  # two shared words of many
+])
+def test_a_long_answer_must_share_the_reference_s_key_terms(response, correct):
+    record = Record(id="x", question="In computing, what is a compiler?", kind="long",
+                    answer="A program that translates source code written in a high-level programming language into "
+                           "machine code that a computer can execute.")
+    assert grade_by_rule(record, response).correct is correct
+
+
 def test_token_f1_and_rouge_l():
     assert token_f1("the cat sat", "cat sat") == 1.0 and rouge_l("cat sat", "cat sat") == 1.0
     assert token_f1("sat cat", "cat sat") == 1.0 and rouge_l("sat cat", "cat sat") == 0.5  # order matters to ROUGE-L
