@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from benchmarks.adversarial import agreement_by_case, load_pairs
 from conftest import REPO
 from slearn_mlx.data import Record
 from slearn_mlx.grade import (
@@ -384,3 +385,13 @@ def test_the_rule_graders_import_without_mlx():
     imported = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "[]"
 
+
+def test_the_adversarial_pairs_are_graded_as_a_careful_reader_grades_them():
+    """benchmarks/adversarial.jsonl, written for #24: every kind of trap with the nearest answer graded
+    the other way, and auto agreeing with the labels on nearly all (README gives the table)."""
+    pairs = load_pairs()
+    assert {(p.case, p.label) for p in pairs} == {(p.case, label) for p in pairs for label in (True, False)}
+    table = agreement_by_case(pairs)
+    agreed, count = table.pop("all")
+    assert count >= 60 and agreed / count >= 0.97, table
+    assert all(agreed / count >= 0.8 for agreed, count in table.values()), table
