@@ -640,6 +640,8 @@ LETTER_TEXT = re.compile(rf"(?:^\W*|{PICK})\(?([A-Za-z])[.):][ \t]+([^\n]+)")
 # A clause that opens with a letter ("B", "(b)", "c) text", "D: text") or is an option's text alone.
 CLAUSE_LETTER = re.compile(r"^\W*(?:\(([A-Za-z])\)|([A-Za-z])[.):]|([A-Za-z])\W*$|«([A-J])»\W*$)")
 OPTION_FIRST = re.compile(r"^\W*«([A-J])»(.*)$")  # "«B» is the hardest"
+# A letter with its option's text anywhere in a clause: a recital on one line ("a) «A» b) «B»") names them all.
+LETTERED_OPTION = re.compile(r"(?<![\w'])\(?([A-Za-z])[.):]\s*«[A-J]»")
 # Clauses for elimination: split at punctuation and before the words that go on from one.
 MCQ_CLAUSE = re.compile(r"[.;,!?\n]|\s[-–—]\s|[–—]|\b(?=(?:but|so|because|which|then)\b)", re.IGNORECASE)
 ELIMINATES = re.compile(r"\b(?:not|never|nor|neither|cannot|no|wrong|incorrect|false|out|unlikely|impossible"
@@ -673,6 +675,7 @@ def option_letter(response: str, options: dict[str, str] | None, question: str =
         if not hedge:
             concluded |= {next(filter(None, m.groups())).upper() for pattern in CONCLUSIONS
                           for m in pattern.finditer(clause)}
+        opened |= {letter.upper() for letter in LETTERED_OPTION.findall(clause)}
         if match := CLAUSE_LETTER.match(clause):
             opened.add(next(filter(None, match.groups())).upper())
         elif (match := OPTION_FIRST.match(clause)) and about_the_question(normalize(match.group(2)).split(), asked):

@@ -217,7 +217,7 @@ def test_exact_match_normalises_but_wants_nothing_else():
     # a letter in any case, with or without its parenthesis and text; a text that is another option's picks nothing
     ("b", "B"), ("b.", "B"), ("b)", "B"), ("b) blue", "B"), ("c) blue", None), ("d: yellow", "D"), ("a", "A"),
     ("B. bl", "B"), ("A. bl", None),  # a text cut short by the token budget
-    ("B) blue, the colour of the sky", "B"), ("a or b", None),
+    ("B) blue, the colour of the sky", "B"), ("a or b", None), ("b) blue c) green", None),  # a recital on one line
     # elimination chains that end in the pick
     ("A is out, so is C; that leaves B.", "B"), ("It can't be A or C. It is D.", "D"),
     ("Red is not it, green is not it either, so yellow.", "D"), ("A and C are wrong, which leaves B or D.", None),
