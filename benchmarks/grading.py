@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
-from slearn_mlx.data import Record, load_records
+from slearn_mlx.data import Record, choices_of, load_records
 from slearn_mlx.grade import (
-    JUDGED_KINDS, LONG_THRESHOLD, alias_contains, auto_grade, choices_of, exact_match, long_overlap, normalize,
-    references, says, token_f1,
+    JUDGED_KINDS, KEY_TERMS, LONG_THRESHOLD, alias_contains, auto_grade, exact_match, long_overlap, normalize,
+    references, says, shares_key_terms, token_f1,
 )
 from slearn_mlx.judge import JUDGE_THRESHOLD, judge
 from slearn_mlx.models import load_model, resolve_model
@@ -236,7 +236,22 @@ def main():
           + ", ".join(f"{g} {c}" for g, c in credited.items()))
     print(f"judge measured on: {', '.join(args.judge_on) or 'nothing'}; "
           f"auto sends these kinds to the judge: {', '.join(sorted(JUDGED_KINDS)) or 'none'}")
+    print_key_terms(items)
     print_disagreements(items)
+
+
+def print_key_terms(items: dict[str, list[Item]]) -> None:
+    """The long rule's kappa with each number of the reference's key terms an answer must share: KEY_TERMS
+    is the best on foldoc_pairs:a (the fewest, on a tie), checked on foldoc_pairs:b."""
+    print(f"\nkappa of rouge_l>={LONG_THRESHOLD} when a long answer must also share N key terms "
+          f"(KEY_TERMS = {KEY_TERMS}, chosen on foldoc_pairs:a):")
+    for needed in range(5):
+        kappas = []
+        for name in ("foldoc_pairs:a", "foldoc_pairs:b"):
+            verdicts = [long_overlap(i.response, i.record) >= LONG_THRESHOLD
+                        and shares_key_terms(i.response, i.record, needed) for i in items[name]]
+            kappas.append(f"{name} {fmt(kappa([i.label for i in items[name]], verdicts))}")
+        print(f"  N={needed}: {', '.join(kappas)}")
 
 
 def print_disagreements(items: dict[str, list[Item]], shown: int = 4) -> None:
