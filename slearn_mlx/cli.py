@@ -15,7 +15,7 @@ from .config_file import ConfigFileError, option_defaults, read_config_file
 from .data import DataError
 from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
-from .metrics import write_metrics
+from .metrics import refused_records, write_metrics
 from .models import ModelError, resolve_model
 from .openai_api import ServerError
 from .report import topic_split, topic_table
@@ -46,6 +46,11 @@ def config_option(setting: Setting, **changes):
     return click.option(*option.flags, setting.name, **attributes)
 
 
+SKIP_INVALID = click.option("--skip-invalid", is_flag=True,
+                            help="Leave out the records the data has a problem with, naming each, instead of "
+                                 "refusing the file; the report counts them.")
+
+
 def run_options(command):
     """Options shared by the commands that start a run: the data, the model and the run folder, then every
     setting of the run configuration."""
@@ -59,6 +64,7 @@ def run_options(command):
         click.option("--out", type=click.Path(path_type=Path),
                      help="Run folder [default: runs/DATA-MODEL-POLICY-HASH]; an existing one is resumed."),
         click.option("--force", is_flag=True, help="Replace a run folder made with another configuration."),
+        SKIP_INVALID,
         *[config_option(setting) for setting in settings()],
     ]
     for option in reversed(options):
@@ -66,10 +72,10 @@ def run_options(command):
     return command
 
 
-def start_run(out, force, config_file, **options) -> Path:
+def start_run(out, force, config_file, skip_invalid, **options) -> Path:
     config = config_from_options(**options)
     run_dir = out or default_run_dir(config)
-    distributed.on_main(create_run, config, run_dir, force)
+    distributed.on_main(create_run, config, run_dir, force, skip_invalid)
     click.echo(f"run folder: {run_dir}")
     return run_dir
 
@@ -81,6 +87,8 @@ def print_summary(metrics: dict) -> None:
         click.echo(f"  {name:<10} {row['records']:>5} records  before {100 * (row['before'] or 0):5.1f}%  after {after}")
     times = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in metrics["stage_seconds"].items())
     click.echo(f"  time: {times}, total {metrics['total_seconds']:.0f}s")
+    if refused := metrics.get("refused"):
+        click.echo(f"  refused: {len(refused)} records of the data left out ({metrics['run']}/refused.json)")
 
 
 def processes_option(command):
@@ -125,6 +133,8 @@ def diagnose(export_unknown, **options):
     unsure = sum(bool(row.get("unsure")) for row in diagnosis)
     click.echo(f"{correct} of {len(records)} answered correctly, {unsure} unsure (hedged or refused); "
                f"answers in {run_dir}/diagnosis.jsonl")
+    if refused := refused_records(run_dir):
+        click.echo(f"{len(refused)} records of the data refused and left out ({run_dir}/refused.json)")
     if export_unknown and distributed.is_main():
         click.echo(f"{loop.export_unknown(run_dir, export_unknown)} unknown records written to {export_unknown}")
 
@@ -142,15 +152,19 @@ def data():
 @click.option("--model", help="Model whose tokenizer counts the lengths (its weights are not loaded) "
                               "[default: the default model].")
 @config_option(MAX_SEQ_LENGTH, help="Training's limit on an example, in tokens, as you will train: longer ones are named.")
-def check(path, model, max_seq_length):
+@click.option("--skip-invalid", is_flag=True, help="As a run would with --skip-invalid: records with a problem are "
+                                                   "left out, and only a file that cannot be read fails.")
+def check(path, model, max_seq_length, skip_invalid):
     """Schema, counts per kind and topic, repeats, lengths in tokens, and every problem with file and line.
 
-    Exits with 1 when there are problems.
+    Exits with 1 when there are problems (with --skip-invalid: when no record is left, or the file breaks off).
     """
     model_path = resolve_model(model)
     result = check_dataset(path, model_path, max_seq_length)
     click.echo(render_check(result, model_path.name))
-    if result.problems:
+    if skip_invalid and result.problems and result.records and not result.unreadable:
+        click.echo(f"--skip-invalid leaves the {len(result.problems)} records with a problem out")
+    elif result.problems:
         sys.exit(1)
 
 
@@ -177,14 +191,14 @@ def evaluate(run):
               help="Comma-separated policies to compare; add slick to include SliCK, whose sampling "
                    "answers every training record --slick-samples more times.")
 @processes_option
-def bench(policies, out, force, config_file, **options):
+def bench(policies, out, force, config_file, skip_invalid, **options):
     """Compare selection policies on DATA with the same model, seed and splits (the paper's experiment)."""
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if unknown := [p for p in names if p not in POLICIES]:
         raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
     config = config_from_options(**options)
     bench_dir = out or default_run_dir(config, label="bench")
-    run_bench(config, names, bench_dir, force)
+    run_bench(config, names, bench_dir, force, skip_invalid)
     click.echo((bench_dir / "bench.md").read_text())
     click.echo(f"{bench_dir}/bench.md, bench.png")
 
