@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import distributed, loop
+from .progress import LOG_FILE, configure, log_to, stage_started
 from .bench import bench as run_bench
 from .check import check_dataset, render_check
 from .config import POLICIES, ConfigError, Setting, config_from_options, settings
@@ -21,6 +22,8 @@ from .openai_api import ServerError
 from .report import topic_split, topic_table
 from .run import RunError, create_run, default_run_dir, load_run
 from .train import TrainingError
+
+log = logging.getLogger("slearn_mlx")
 
 USER_ERRORS = (DataError, ModelError, GGUFImportError, ConfigError, RunError, TrainingError, ConfigFileError,
                ServerError)
@@ -76,8 +79,28 @@ def start_run(out, force, config_file, skip_invalid, **options) -> Path:
     config = config_from_options(**options)
     run_dir = out or default_run_dir(config)
     distributed.on_main(create_run, config, run_dir, force, skip_invalid)
-    click.echo(f"run folder: {run_dir}")
+    log_into(run_dir)
+    log.info(f"run folder: {run_dir}")
     return run_dir
+
+
+def log_into(folder: Path) -> None:
+    """The lines of this command also into FOLDER/log.txt, on rank 0, which writes the shared files."""
+    if distributed.is_main():
+        log_to(folder)
+
+
+def verbosity_options(command):
+    """-q/--quiet and -v/--verbose, on every command: how much it says while it works (progress.py)."""
+    def callback(ctx, param, value):
+        if value and distributed.is_main():  # the other ranks say only errors (main)
+            configure({"quiet": -1, "verbose": 1}[param.name])
+
+    for name, short, help in (("quiet", "-q", "Say only errors, and the final table."),
+                              ("verbose", "-v", "Say more: a line per batch too.")):
+        command = click.option(f"--{name}", short, name, is_flag=True, expose_value=False, callback=callback,
+                               help=help)(command)
+    return command
 
 
 def print_summary(metrics: dict) -> None:
@@ -86,7 +109,7 @@ def print_summary(metrics: dict) -> None:
         after = "-" if row["after"] is None else f"{100 * row['after']:.1f}%"
         click.echo(f"  {name:<10} {row['records']:>5} records  before {100 * (row['before'] or 0):5.1f}%  after {after}")
     times = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in metrics["stage_seconds"].items())
-    click.echo(f"  time: {times}, total {metrics['total_seconds']:.0f}s")
+    click.echo(f"  time: {times}, total {metrics['total_seconds']:.0f}s; log in {metrics['run']}/{LOG_FILE}")
     if refused := metrics.get("refused"):
         click.echo(f"  refused: {len(refused)} records of the data left out ({metrics['run']}/refused.json)")
 
@@ -109,6 +132,7 @@ def cli():
 
 
 @cli.command()
+@verbosity_options
 @run_options
 @processes_option
 def adapt(**options):
@@ -118,6 +142,7 @@ def adapt(**options):
 
 
 @cli.command()
+@verbosity_options
 @run_options
 @processes_option
 @click.option("--export-unknown", type=click.Path(dir_okay=False, path_type=Path),
@@ -125,6 +150,7 @@ def adapt(**options):
 def diagnose(export_unknown, **options):
     """Answer and grade every record of DATA with the base model: what does it not know?"""
     run_dir = start_run(**options)
+    stage_started("diagnose")
     loop.diagnose(run_dir)
     run = load_run(run_dir)
     records, diagnosis = run.records, loop.diagnosed(run)
@@ -148,6 +174,7 @@ def data():
 
 
 @data.command()
+@verbosity_options
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--model", help="Model whose tokenizer counts the lengths (its weights are not loaded) "
                               "[default: the default model].")
@@ -169,23 +196,30 @@ def check(path, model, max_seq_length, skip_invalid):
 
 
 @cli.command()
+@verbosity_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def train(run):
     """Select the records of a diagnosed RUN folder and train a LoRA adapter on them."""
+    log_into(run)
     for stage in loop.stages_for(load_run(run).config):
         if stage in ("sample", "restate", "select", "train"):
+            stage_started(stage)
             loop.STAGE_FUNCTIONS[stage](run)
     click.echo(f"adapter: {run}/adapter")
 
 
 @cli.command()
+@verbosity_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def evaluate(run):
     """Answer and grade every record of a trained RUN folder again; write metrics.json and report.md."""
+    log_into(run)
+    stage_started("evaluate")
     print_summary(loop.evaluate(run))
 
 
 @cli.command()
+@verbosity_options
 @run_options
 @click.option("--policies", default="all,unknown,replay", show_default=True,
               help="Comma-separated policies to compare; add slick to include SliCK, whose sampling "
@@ -198,12 +232,16 @@ def bench(policies, out, force, config_file, skip_invalid, **options):
         raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
     config = config_from_options(**options)
     bench_dir = out or default_run_dir(config, label="bench")
+    if distributed.is_main():
+        bench_dir.mkdir(parents=True, exist_ok=True)
+    log_into(bench_dir)
     run_bench(config, names, bench_dir, force, skip_invalid)
     click.echo((bench_dir / "bench.md").read_text())
     click.echo(f"{bench_dir}/bench.md, bench.png")
 
 
 @cli.command()
+@verbosity_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(run):
     """Write metrics.json, report.md and report.html again for a finished RUN folder."""
@@ -212,6 +250,7 @@ def report(run):
 
 
 @cli.command()
+@verbosity_options
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Model folder to write [default: RUN/fused].")
 @click.option("--gguf", is_flag=True, help=f"Also write {GGUF_NAME} (float16) into it, for llama.cpp-based tools.")
@@ -226,9 +265,10 @@ def fuse(run, out, gguf):
 
 
 def main():
-    logging.basicConfig(format="slearn-mlx: %(message)s", level=logging.INFO)
+    configure()
     if not distributed.is_main():
         sys.stdout = open(os.devnull, "w")  # under mlx.launch rank 0 reports; the others' errors still show
+        configure(-1)
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:

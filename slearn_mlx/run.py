@@ -15,6 +15,7 @@
     RUN/metrics.json, RUN/report.md, RUN/report.html
 """
 
+import logging
 import platform
 import shutil
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ from .config import RunConfig, config_fingerprint, options_of
 from .config_file import SAVED_NAME, write_config_file
 from .data import Record, assign_splits, read_records, usable_records
 from .models import dequantizes
+from .progress import duration
 from .train import adapter_disk_bytes
+
+log = logging.getLogger("slearn_mlx")
 
 STAGES = ("diagnose", "sample", "restate", "select", "train", "evaluate")
 REFUSED = "refused.json"  # the records --skip-invalid left out, each as FILE:LINE: problem
@@ -142,5 +146,6 @@ def mark_finished(run_dir: Path, stage: str, seconds: float, **facts) -> None:
     # MLX's peak since the last stage finished: this stage's model, caches and activations.
     peak = round(mx.get_peak_memory() / 1e6, 1)
     mx.reset_peak_memory()
+    log.info(f"{stage}: finished in {duration(seconds)}, peak memory {peak:,.0f} MB")
     distributed.on_main(write_stage, run_dir, stage, {"seconds": round(seconds, 2), "peak_memory_mb": peak,
                                                       "ranks": distributed.size(), **facts})
