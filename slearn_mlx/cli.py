@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from . import distributed, loop
-from .progress import LOG_FILE, configure, log_to, stage_started
 from .bench import bench as run_bench
 from .check import check_dataset, render_check
 from .config import POLICIES, ConfigError, Setting, config_from_options, settings
@@ -19,6 +18,7 @@ from .gguf import GGUFImportError
 from .metrics import refused_records, write_metrics
 from .models import ModelError, resolve_model
 from .openai_api import ServerError
+from .progress import LOG_FILE, configure, log_to, stage_started
 from .report import topic_split, topic_table
 from .run import RunError, create_run, default_run_dir, load_run
 from .train import TrainingError
@@ -109,7 +109,9 @@ def print_summary(metrics: dict) -> None:
         after = "-" if row["after"] is None else f"{100 * row['after']:.1f}%"
         click.echo(f"  {name:<10} {row['records']:>5} records  before {100 * (row['before'] or 0):5.1f}%  after {after}")
     times = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in metrics["stage_seconds"].items())
-    click.echo(f"  time: {times}, total {metrics['total_seconds']:.0f}s; log in {metrics['run']}/{LOG_FILE}")
+    click.echo(f"  time: {times}, total {metrics['total_seconds']:.0f}s")
+    if (Path(metrics["run"]) / LOG_FILE).exists():
+        click.echo(f"  log: {metrics['run']}/{LOG_FILE}")
     if refused := metrics.get("refused"):
         click.echo(f"  refused: {len(refused)} records of the data left out ({metrics['run']}/refused.json)")
 

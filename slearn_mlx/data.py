@@ -39,7 +39,7 @@ class DataError(ValueError):
     pass
 
 
-# Options written inside the question, one a line: "A: text", "A. text", "(A) text".
+# A line naming an option: "A: text", "A. text", "(A) text" (grade.py reads them in responses).
 MCQ_OPTION = re.compile(r"^\s*\(?([A-J])[.:)]\s+(.+?)\s*$", re.MULTILINE)
 # A line of a question that may be one of its options, in either case ("a) text" in MedMCQA).
 OPTION_LINE = re.compile(r"^\s*\(?([A-Ja-j])[.:)]\s+(.+?)\s*$", re.MULTILINE)

@@ -66,7 +66,7 @@ def test_adapt_into_a_log_file_writes_lines_without_control_characters(tiny_mode
     assert "  whole_set     10 records  before" in text  # the final table, on stdout
     logged = (run / "log.txt").read_text()
     assert "diagnose: started" in logged and "evaluate: finished in" in logged and not CONTROL.search(logged)
-    assert f"log in {run}/log.txt" in text
+    assert f"  log: {run}/log.txt" in text
 
 
 def run_main(args, monkeypatch, capsys) -> tuple[str, str]:
