@@ -22,6 +22,9 @@ def reference_training(tokenizer, records: list) -> tuple[list, list]:
 
 def print_provenance(module: str) -> None:
     """The command as typed and the machine and software it ran on: the first lines of every output."""
+    from slearn_mlx.blas import setup
+
+    setup()  # a no-op when the script did it first; else before versions() imports mlx, as it did before
     from slearn_mlx.run import versions
 
     print("command:", " ".join([Path(sys.executable).name, "-m", module, *sys.argv[1:]]))

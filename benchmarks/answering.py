@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from benchmarks import print_provenance
-import slearn_mlx  # noqa: F401  (OpenBLAS before mlx, unless SLEARN_MLX_BLAS=reference)
+from slearn_mlx.blas import setup
+
+setup()  # OpenBLAS before mlx, as the command does (SLEARN_MLX_BLAS=reference keeps the wheel's)
 
 VARIANTS = {
     "slearn-mlx (float32, OpenBLAS)": ("ours", {}),

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
+from slearn_mlx.blas import setup
+
+setup()  # OpenBLAS before mlx, as the command does (SLEARN_MLX_BLAS=reference keeps the wheel's)
+
 from slearn_mlx.answer import answer_batch, length_sorted_batches
 from slearn_mlx.artifacts import append_rows, read_rows
 from slearn_mlx.data import Record, load_records

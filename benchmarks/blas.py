@@ -17,7 +17,10 @@ pthread build with one thread per core) is taken within a round, and the median 
 is printed. Another job on the machine makes multi-threaded variants look worse than they are:
 the load average is printed before and after.
 
-    python -m benchmarks.blas [--runs 3] [--answer 32] [--train 24] [--variants NAME ...]
+`--busy N` keeps N cores busy with spinning processes for the whole run: what another program on the
+machine does to the thread choice, reproducibly.
+
+    python -m benchmarks.blas [--runs 3] [--answer 32] [--train 24] [--busy 0] [--variants NAME ...]
 """
 
 import argparse
@@ -151,10 +154,12 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="rounds; each runs every variant once")
     parser.add_argument("--answer", type=int, default=32, help="shortest default questions answered in one batch")
     parser.add_argument("--train", type=int, default=24, help="default records in the LoRA epoch")
+    parser.add_argument("--busy", type=int, default=0, help="cores kept busy by spinning processes meanwhile")
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), help=f"default: all; {BASELINE!r} always runs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        blas.setup()  # with the variant's SLEARN_MLX_BLAS and thread variables, before the worker imports mlx
         return worker(args.answer, args.train)
     print_provenance("benchmarks.blas")
     variants = [BASELINE, *[v for v in args.variants or VARIANTS if v != BASELINE]]
@@ -164,18 +169,24 @@ def main():
         print(f"skipped {variant}: {choice} is not installed ({blas.install_hint(choice)})")
     variants = [v for v in variants if v not in missing]
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     results = []
-    for round_ in range(args.runs):
-        results.append({})
-        for variant in variants:
-            results[-1][variant] = run_variant(VARIANTS[variant], args)
-            outcome = results[-1][variant]
-            print(f"round {round_ + 1}, {variant}: " + (outcome if isinstance(outcome, str) else
-                  f"{outcome['gflops']:.0f} GFLOP/s, training {outcome['training']['per_second']:.1f} tokens/s, "
-                  f"answering {outcome['answering']['per_second']:.2f} records/s"), file=sys.stderr, flush=True)
+    try:
+        for round_ in range(args.runs):
+            results.append({})
+            for variant in variants:
+                results[-1][variant] = run_variant(VARIANTS[variant], args)
+                outcome = results[-1][variant]
+                print(f"round {round_ + 1}, {variant}: " + (outcome if isinstance(outcome, str) else
+                      f"{outcome['gflops']:.0f} GFLOP/s, training {outcome['training']['per_second']:.1f} tokens/s, "
+                      f"answering {outcome['answering']['per_second']:.2f} records/s"), file=sys.stderr, flush=True)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\n{args.answer} shortest default questions answered in one batch; one LoRA epoch over the first "
-          f"{args.train} default records; medians of {args.runs} rounds; ratios to {BASELINE!r} within each round\n")
+          f"{args.train} default records; medians of {args.runs} rounds; ratios to {BASELINE!r} within each round"
+          + (f"; {args.busy} core(s) kept busy by spinning processes" if args.busy else "") + "\n")
     print_table(results, variants)
 
 

@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 
 from benchmarks import best_threshold, fmt, kappa, print_provenance
-import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
+from slearn_mlx.blas import setup
+
+setup()  # OpenBLAS before mlx, as the command does (SLEARN_MLX_BLAS=reference keeps the wheel's)
+
 import mlx.core as mx
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records

@@ -18,7 +18,10 @@ from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
+from slearn_mlx.blas import setup
+
+setup()  # OpenBLAS before mlx, as the command does (SLEARN_MLX_BLAS=reference keeps the wheel's)
+
 from slearn_mlx.data import Record, choices_of, load_records
 from slearn_mlx.grade import (
     JUDGED_KINDS, KEY_TERMS, LONG_THRESHOLD, alias_contains, auto_grade, exact_match, long_overlap, normalize,

@@ -65,7 +65,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 def model_folder(folder: Path):
     """The float32 model folder both sides load (the default model, dequantized); its tokenizer."""
-    import slearn_mlx  # noqa: F401  (first: it loads the BLAS that mlx must find)
+    from slearn_mlx.blas import setup
+
+    setup()  # first: the BLAS that mlx must find
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -116,7 +118,9 @@ def timed(work) -> tuple[object, float]:
 # Workers: each runs in its own process and returns {"per_second": ...} and what the parent checks.
 
 def mlx_train(folder: Path, data: dict, plain: bool) -> dict:
-    import slearn_mlx  # noqa: F401  (first: it loads the BLAS that mlx must find)
+    from slearn_mlx.blas import setup
+
+    setup()  # first: the BLAS that mlx must find
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx_lm.tuner.trainer import TrainingArgs, default_loss, train
@@ -222,7 +226,9 @@ def torch_train_all(folder: Path, data: dict, threads: int) -> dict:
 
 
 def mlx_answer(folder: Path, data: dict, plain: bool) -> dict:
-    import slearn_mlx  # noqa: F401  (first: it loads the BLAS that mlx must find)
+    from slearn_mlx.blas import setup
+
+    setup()  # first: the BLAS that mlx must find
     from mlx_lm import batch_generate
 
     from slearn_mlx.answer import by_length, in_process

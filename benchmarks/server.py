@@ -19,8 +19,10 @@ from os import environ
 from pathlib import Path
 
 from benchmarks import print_provenance
-import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 from slearn_mlx import blas
+
+blas.setup()  # OpenBLAS before mlx, as the command does (SLEARN_MLX_BLAS=reference keeps the wheel's)
+
 from slearn_mlx.distributed import free_port
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records

@@ -15,6 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks import print_provenance
+from slearn_mlx.blas import setup
+
+setup()  # OpenBLAS before mlx, as the command does
+
 from slearn_mlx.artifacts import write_atomic, write_json
 from slearn_mlx.bench import ACCURACY_COLUMNS, accuracies, adapt_sharing_diagnosis, method_seconds
 from slearn_mlx.config import RunConfig, resolve_config

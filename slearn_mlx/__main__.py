@@ -1,3 +1,14 @@
-from .cli import main
+"""`python -m slearn_mlx` and the `slearn-mlx` command: the BLAS is set up before the commands import mlx."""
 
-main()
+from .blas import setup
+
+
+def main():
+    setup()
+    from .cli import main as run_command
+
+    run_command()
+
+
+if __name__ == "__main__":
+    main()

@@ -38,10 +38,11 @@ def share_stages(source: Path, run_dir: Path) -> None:
         write_stage(run_dir, stage, {**done[stage], "shared_from": str(source)})
 
 
-def adapt_sharing_diagnosis(config: RunConfig, run_dir: Path, source: Path, force: bool = False) -> dict:
+def adapt_sharing_diagnosis(config: RunConfig, run_dir: Path, source: Path, force: bool = False,
+                            skip_invalid: bool = False) -> dict:
     """The whole loop in run_dir, starting from the diagnosis and restatements made in source (or made
     here if source is run_dir)."""
-    distributed.on_main(create_run, config, run_dir, force)
+    distributed.on_main(create_run, config, run_dir, force, skip_invalid)
     distributed.on_main(share_stages, source, run_dir)
     return adapt(config, run_dir)
 
@@ -63,13 +64,14 @@ def method_seconds(config: RunConfig, stages: dict) -> dict:
             "training": training, "total": diagnosis + restate + training}
 
 
-def bench(config: RunConfig, policies: list[str], bench_dir: Path, force: bool = False) -> list[dict]:
+def bench(config: RunConfig, policies: list[str], bench_dir: Path, force: bool = False,
+          skip_invalid: bool = False) -> list[dict]:
     """Run each policy; write bench.json, bench.md and bench.png in bench_dir; return the table rows."""
     bench_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for policy in policies:
         run_config = replace(config, select=replace(config.select, policy=policy))
-        metrics = adapt_sharing_diagnosis(run_config, bench_dir / policy, bench_dir / policies[0], force)
+        metrics = adapt_sharing_diagnosis(run_config, bench_dir / policy, bench_dir / policies[0], force, skip_invalid)
         if not rows:
             rows.append({"policy": "base model", "trained": 0, "record_epochs": 0, "seconds": None,
                          "accuracy": accuracies(metrics, "before")})

@@ -3,13 +3,14 @@
 MLX's Linux wheel links a slow reference BLAS (about 5 GFLOP/s for a float32 matmul on two
 cores). Loading an optimised BLAS into the global symbol scope *before* `mlx` is imported makes
 the same matmul about 30x faster, because the dynamic linker then resolves `cblas_sgemm` to it.
-This module has no imports of mlx on purpose: `slearn_mlx/__init__.py` runs it first.
+This module has no imports of mlx on purpose: `setup()` runs before anything imports mlx, where the
+command starts (`__main__`) and first in a script of the user's own. Importing does nothing.
 
 SLEARN_MLX_BLAS names the choice: one of LIBRARIES, `reference` (the wheel's own BLAS, to
 measure what the others are worth) or `auto` (unset: the first of PREFERENCE installed here).
 Each library gets the thread settings of `threads()` unless the user set that variable already.
-What was loaded, with which settings, and which library `cblas_sgemm` resolves to, is kept in
-`loaded` for versions.json. `python -m benchmarks.blas` measures the choices against each other.
+What was loaded, with which settings and by which rule, and which library `cblas_sgemm` resolves
+to, is kept in `loaded` for versions.json. `python -m benchmarks.blas` measures the choices against each other.
 """
 
 import ctypes
@@ -41,7 +42,7 @@ PREFERENCE = ["openblas"]
 # The variables through which these libraries and their OpenMP runtimes read their thread settings.
 THREAD_VARIABLES = ("OPENBLAS_", "GOTO_", "OMP_", "GOMP_", "KMP_", "BLIS_", "MKL_")
 
-# {"choice", "library", "settings", "set_by_slearn_mlx", "cblas_sgemm"} once loaded; None otherwise.
+# {"choice", "library", "settings", "set_by_slearn_mlx", "threads_rule", "cblas_sgemm"} once loaded; None otherwise.
 loaded: dict | None = None
 
 
@@ -119,23 +120,23 @@ def busy_cores(window: float = 0.1) -> float:
     return (os.cpu_count() or 1) * busy / total if total else 0.0
 
 
-def free_cores() -> int:
-    """Cores not already kept busy by other work; at least one."""
-    return max(1, (os.cpu_count() or 1) - int(busy_cores() + 0.5))
-
-
 # Where OpenBLAS's pthread build reads its thread count from, the first set winning: a user's setting of any stands.
 OPENBLAS_THREAD_COUNT = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
 
-def threads(choice: str, environ=os.environ) -> dict[str, str]:
-    """OpenBLAS threads: one per free core. Its threads spin while MLX's own thread works between
-    matrix products; on a machine busy with other work, a spinning thread takes a core from it, and
-    one thread measured as fast as two while using a third less CPU time (README, "The BLAS").
-    The other libraries keep their own defaults."""
-    if choice != "openblas" or any(name in environ for name in OPENBLAS_THREAD_COUNT):
-        return {}
-    return {"OPENBLAS_NUM_THREADS": str(free_cores())}
+def threads(choice: str, environ=os.environ) -> tuple[dict[str, str], str]:
+    """OpenBLAS threads: one per core other work leaves free; with the rule that gave them. Its threads
+    spin while MLX's own thread works between matrix products; with a core kept busy by other work,
+    one thread trained 3.5 times as fast as two and answered 2.9 times as fast, where on an idle machine
+    the second thread was worth 1.2-1.3x (README, "The BLAS"): taking other work for lasting costs far
+    less than missing it. The other libraries keep their own defaults."""
+    if choice != "openblas":
+        return {}, f"{choice}'s own default"
+    if given := next((name for name in OPENBLAS_THREAD_COUNT if name in environ), None):
+        return {}, f"the user's {given}"
+    busy = busy_cores()
+    free = max(1, (os.cpu_count() or 1) - int(busy + 0.5))
+    return {"OPENBLAS_NUM_THREADS": str(free)}, f"one per free core: {busy:.1f} of {os.cpu_count()} busy at the start"
 
 
 def apply_threads(settings: dict[str, str], environ=os.environ) -> list[str]:
@@ -146,8 +147,9 @@ def apply_threads(settings: dict[str, str], environ=os.environ) -> list[str]:
     return ours
 
 
-def preload() -> dict | None:
-    """Load the chosen BLAS globally on Linux; return what was loaded, or None (and say why)."""
+def setup() -> dict | None:
+    """Load the chosen BLAS globally on Linux, with its threads; return what was loaded, or None (and say
+    why). Call it before anything imports mlx; once is enough, and elsewhere than Linux it does nothing."""
     global loaded
     if platform.system() != "Linux" or loaded:
         return loaded
@@ -156,16 +158,18 @@ def preload() -> dict | None:
         return None
     if "mlx.core" in sys.modules:
         # Too late to change which BLAS mlx resolved; say so rather than pretend.
-        print("slearn-mlx: mlx was imported before slearn_mlx; no BLAS preloaded", file=sys.stderr)
+        print("slearn-mlx: mlx was imported before slearn_mlx.blas.setup(); no BLAS loaded, MLX keeps its "
+              "slow reference BLAS", file=sys.stderr)
         return None
     if path is None:
         if not os.environ.get("SLEARN_QUIET_BLAS"):
             print(f"slearn-mlx: {choice} not found, MLX will use its slow reference BLAS on this CPU; "
                   f"install it with: {install_hint(choice)}", file=sys.stderr)
         return None
-    ours = apply_threads(threads(choice))  # before loading: the libraries read them once, when they start
+    settings, rule = threads(choice)
+    ours = apply_threads(settings)  # before loading: the libraries read them once, when they start
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     loaded = {"choice": choice, "library": path,
               "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith(THREAD_VARIABLES)},
-              "set_by_slearn_mlx": ours, "cblas_sgemm": sgemm_provider()}
+              "set_by_slearn_mlx": ours, "threads_rule": rule, "cblas_sgemm": sgemm_provider()}
     return loaded

@@ -20,6 +20,7 @@ class DataCheck:
     records: list[Record]  # without repeats, as a run would use them
     repeats: list[tuple[int, int]]
     problems: list[str]
+    unreadable: bool = False  # the file itself stopped the reading: no record after the last problem was read
     tokens: dict[str, list[int]] = field(default_factory=dict)  # per part: one length per record
     too_long: list[tuple[int, int]] = field(default_factory=list)  # (line, tokens) over max_seq_length
     max_seq_length: int | None = None  # training's limit on an example, as the user would train
@@ -46,10 +47,13 @@ def check_dataset(path: Path, model_path: Path | None = None, max_seq_length: in
                 records.append(item)
     except DataError as e:  # the file itself cannot be read further
         problems.append(str(e))
+        unreadable = True
+    else:
+        unreadable = False
     records, repeats = drop_repeats(records)
     if not records and not problems:
         problems.append(f"{path}: no records (the file is empty)")
-    check = DataCheck(Path(path), records, repeats, problems, max_seq_length=max_seq_length)
+    check = DataCheck(Path(path), records, repeats, problems, unreadable, max_seq_length=max_seq_length)
     if model_path is not None and records:
         check.tokens = token_lengths(records, load_tokenizer(Path(model_path)))
         if max_seq_length is not None:

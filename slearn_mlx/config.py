@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from .backends import BACKENDS, Backend
-from .data import KINDS, default_dataset
+from .data import KINDS, DataError, default_dataset
 from .grade import JUDGED_KINDS
 from .judge import JUDGE_THRESHOLD
 from .models import resolve_model
@@ -231,6 +231,8 @@ def config_fingerprint(config: RunConfig) -> str:
 def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
     """Fill in the defaults and turn paths absolute, so the config names exactly what ran."""
     data_path = Path(data).resolve() if data else default_dataset()
+    if not data_path.is_file():  # its digest names the run, before any record is read
+        raise DataError(f"{data}: " + ("not a file" if data_path.exists() else "no such file"))
     config = RunConfig(data=str(data_path), model=str(resolve_model(model).resolve()), **options)
     for name, backend in [("--backend", config.backend), ("--judge-backend", config.judge_backend)]:
         if BACKENDS[backend.kind].remote and not backend.base_url:

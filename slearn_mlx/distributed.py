@@ -16,7 +16,8 @@ from functools import cache
 from pathlib import Path
 
 import mlx.core as mx
-from tqdm import tqdm
+
+from .progress import Progress
 
 
 @cache
@@ -57,10 +58,9 @@ def on_main(fn, *args, **kwargs) -> None:
     barrier()
 
 
-def progress(iterable=None, **options) -> tqdm:
-    """A progress bar drawn by rank 0 alone, and only on a terminal: into a log file, or a pipe, tqdm
-    would write every redraw of the bar (disable=None asks whether stderr is a terminal)."""
-    return tqdm(iterable, disable=None if is_main() else True, **options)
+def progress(iterable=None, **options) -> Progress:
+    """Progress shown by rank 0 alone: a bar on a terminal, lines in a log (progress.py)."""
+    return Progress(iterable, shown=is_main(), **options)
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ from .grade import Grader
 from .metrics import finish_metrics
 from .models import load_model
 from .probe import probe_batch
+from .progress import stage_started
 from .rows import answer_and_grade, graded, rows_for, sample_and_grade
 from .run import STAGES, Run, RunError, create_run, finished_stages, load_run, mark_finished
 from .select import select_records
@@ -190,5 +191,6 @@ def adapt(config: RunConfig, run_dir: Path) -> dict:
     distributed.on_main(create_run, config, run_dir)
     for stage in stages_for(config):
         if stage not in finished_stages(run_dir):
+            stage_started(stage)
             STAGE_FUNCTIONS[stage](run_dir)
     return finish_metrics(run_dir)

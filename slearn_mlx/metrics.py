@@ -8,7 +8,7 @@ from . import distributed
 from .artifacts import read_json, read_rows, write_atomic, write_json
 from .html_report import render_html
 from .report import render_report
-from .run import STAGES, RunError, finished_stages, load_run
+from .run import REFUSED, STAGES, RunError, finished_stages, load_run
 
 
 def accuracy(rows: dict[str, dict], ids: list[str]) -> float | None:
@@ -71,6 +71,12 @@ def epoch_summary(run_dir: Path) -> list[dict]:
     return [e for _, e in sorted(epochs.items()) if "records" in e]
 
 
+def refused_records(run_dir: Path) -> list[str]:
+    """The records of the data that --skip-invalid left out, each as FILE:LINE: problem."""
+    path = run_dir / REFUSED
+    return read_json(path) if path.exists() else []
+
+
 def write_metrics(run_dir: Path) -> dict:
     """metrics.json, report.md and report.html of a finished run (`slearn_mlx report RUN` redoes them)."""
     run = load_run(run_dir)
@@ -84,6 +90,7 @@ def write_metrics(run_dir: Path) -> dict:
         "run": str(run_dir),
         "policy": run.config.select.policy,
         "records": len(run.records),
+        "refused": refused_records(run_dir),
         "accuracy": accuracy_table(before, after, trained, run.splits),
         "epochs": epoch_summary(run_dir),
         "stage_seconds": {s: stages[s]["seconds"] for s in STAGES if s in stages},

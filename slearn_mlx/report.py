@@ -66,6 +66,15 @@ def epoch_cells(row: dict) -> list[str]:
             "yes" if row.get("kept") else ""]
 
 
+def refused_lines(refused: list[str], shown: int = 20) -> list[str]:
+    """The records of the data left out by --skip-invalid, named (the first `shown`); none: no lines."""
+    if not refused:
+        return []
+    rest = [f"- and {len(refused) - shown} more, in refused.json"] if len(refused) > shown else []
+    return [f"{len(refused)} records of the data were refused and left out (--skip-invalid):", "",
+            *[f"- {problem}" for problem in refused[:shown]], *rest, ""]
+
+
 def ranked_examples(records: list[Record], before: list[dict], after: list[dict], count: int = EXAMPLES):
     """(most improved, worst): (record, before row, after row) triples.
 
@@ -99,6 +108,7 @@ def render_report(metrics: dict, config, records: list[Record], before: list[dic
         f"Model `{config.model}`, data `{config.data}` ({metrics['records']} records), "
         f"policy `{config.select.policy}`, {config.train.epochs} epochs, learning rate {config.train.learning_rate}.",
         "",
+        *refused_lines(metrics.get("refused", [])),
         "## Accuracy before and after training",
         "",
         "Unsure answers (hedged, refused, \"I don't know\") count as wrong; how many there were is counted apart.",

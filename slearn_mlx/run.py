@@ -4,6 +4,7 @@
     RUN/config.yaml        the same as options, in the form `--config` reads: `adapt --config` repeats the run
     RUN/versions.json      software and device
     RUN/records.jsonl      the dataset as loaded, with ids and split (train/validation/held_out)
+    RUN/refused.json       with --skip-invalid, the records left out, each as FILE:LINE: problem
     RUN/diagnosis.jsonl    the base model's greedy answers and grades
     RUN/samples.jsonl      SliCK only: grades of answers sampled at a temperature
     RUN/restatements.jsonl the unknown training records answered again with the reference shown (targets.py)
@@ -14,6 +15,7 @@
     RUN/metrics.json, RUN/report.md, RUN/report.html
 """
 
+import logging
 import platform
 import shutil
 from dataclasses import dataclass
@@ -26,11 +28,15 @@ from .activations import replaces_swiglu
 from .artifacts import read_json, read_rows, write_json, write_rows
 from .config import RunConfig, config_fingerprint, options_of
 from .config_file import SAVED_NAME, write_config_file
-from .data import Record, assign_splits, load_records
+from .data import Record, assign_splits, read_records, usable_records
 from .models import dequantizes
+from .progress import duration
 from .train import adapter_disk_bytes
 
+log = logging.getLogger("slearn_mlx")
+
 STAGES = ("diagnose", "sample", "restate", "select", "train", "evaluate")
+REFUSED = "refused.json"  # the records --skip-invalid left out, each as FILE:LINE: problem
 
 
 class RunError(ValueError):
@@ -59,24 +65,29 @@ def versions() -> dict:
     }
 
 
-def create_run(config: RunConfig, run_dir: Path, force: bool = False) -> Path:
-    """Create the run folder, or reopen it when it was made with the same configuration.
+def create_run(config: RunConfig, run_dir: Path, force: bool = False, skip_invalid: bool = False) -> Path:
+    """Create the run folder, or reopen it when it was made with the same configuration and data.
 
-    A run folder of another configuration is never reused; with `force` it is replaced.
+    A run folder of another configuration is never reused; with `force` it is replaced. A record the
+    data has a problem with stops the run, or with `skip_invalid` is left out, named in the log and
+    in refused.json, and counted in the report.
     """
-    records = load_records(Path(config.data))  # bad data stops here, before any model work
     config_path = run_dir / "config.json"
-    if config_path.exists() and read_json(config_path) != config.to_json():
+    if config_path.exists() and read_json(config_path) == config.to_json():
+        return run_dir  # its records were read when it was made; the data file is the same
+    records, refused = read_records(Path(config.data))
+    records = usable_records(Path(config.data), records, refused, skip_invalid)  # before any model work
+    if config_path.exists():
         if not force:
             raise RunError(f"{run_dir} holds a run with a different configuration or data; "
                            "choose another --out, or replace it with --force")
         shutil.rmtree(run_dir)
-    if config_path.exists():
-        return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run folder; choose another --out")
     check_disk(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if refused:
+        write_json(run_dir / REFUSED, [str(problem) for problem in refused])
     splits = assign_splits(records, config.held_out_fraction, config.validation_fraction, config.seed)
     write_rows(run_dir / "records.jsonl", [{**r.to_json(), "split": splits[r.id]} for r in records])
     write_json(run_dir / "versions.json", versions())
@@ -135,5 +146,6 @@ def mark_finished(run_dir: Path, stage: str, seconds: float, **facts) -> None:
     # MLX's peak since the last stage finished: this stage's model, caches and activations.
     peak = round(mx.get_peak_memory() / 1e6, 1)
     mx.reset_peak_memory()
+    log.info(f"{stage}: finished in {duration(seconds)}, peak memory {peak:,.0f} MB")
     distributed.on_main(write_stage, run_dir, stage, {"seconds": round(seconds, 2), "peak_memory_mb": peak,
                                                       "ranks": distributed.size(), **facts})

@@ -49,6 +49,7 @@ from .answer import generate
 from .forward import Plan, answer_logits, pack, plan
 from .models import lora_parameter_count
 from .probe import target_span
+from .progress import epoch_line
 
 log = logging.getLogger("slearn_mlx")
 
@@ -207,6 +208,7 @@ class Trainer:
     def log(self, row: dict):
         if distributed.is_main():
             append_rows(self.adapter_dir / "train_log.jsonl", [row])
+            log.info(epoch_line(row))
 
     def save_adapter(self):
         if distributed.is_main():
@@ -236,9 +238,10 @@ class Trainer:
         total_loss = total_tokens = 0.0
         batches = epoch_batches(lengths, batch_size, self.config.seed, epoch)
         self.model.train()
-        for batch in distributed.progress(batches, desc=f"train epoch {epoch}", unit="batch"):
+        for batch in (bar := distributed.progress(batches, desc=f"train epoch {epoch}", unit="batch")):
             value, tokens = self.step([training[i] for i in batch])
             total_loss, total_tokens = total_loss + value * tokens, total_tokens + tokens
+            bar.set_postfix(loss=total_loss / max(total_tokens, 1))
             if over_budget():
                 return None
         seconds = time.perf_counter() - start

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import slearn_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
+from slearn_mlx import blas
 
-import mlx.core as mx
+blas.setup()  # OpenBLAS before mlx, as the command does
+
+import mlx.core as mx  # noqa: E402
 from mlx.utils import tree_flatten
 from mlx_lm.generate import generate_step
 

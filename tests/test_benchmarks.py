@@ -63,21 +63,30 @@ def test_server_benchmark_grades_the_same_served_and_in_process(tiny_model, tmp_
 
 
 
-def test_diagnosis_benchmark_runs_on_the_tiny_model(tiny_model, tmp_path):
-    data = write_jsonl(tmp_path / "d.jsonl", qa_rows(8))
+def test_diagnosis_benchmark_counts_the_records_the_model_knows(tiny_model, tmp_path):
+    rows = rows_the_model_knows(tiny_model, qa_rows(8))
+    known = sum(row["answer"] != original["answer"] for row, original in zip(rows, qa_rows(8)))
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
     proc = subprocess.run([sys.executable, "-m", "benchmarks.diagnosis", str(data), "--model", str(tiny_model),
                            "--limit", "8"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| one LoRA epoch over the same records |" in proc.stdout and "kappa" in proc.stdout
+    assert f"8 records of {data}, model tiny-llama, answers known by generate-and-grade: {known}" in proc.stdout
+    assert [row[0] for row in table_rows(proc.stdout)[1:]] == ["diagnosis: generate and grade", "diagnosis: probe",
+                                                               "one LoRA epoch over the same records"]
 
 
 def test_answering_benchmark_runs_every_variant_on_the_tiny_model(tiny_model, tmp_path):
+    from benchmarks.answering import VARIANTS
+
     data = write_jsonl(tmp_path / "d.jsonl", qa_rows(4))
     proc = subprocess.run([sys.executable, "-m", "benchmarks.answering", str(data), "--model", str(tiny_model),
                            "--limit", "4"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
-    assert len(rows) == 5 and rows[0].endswith("| 1.00x |")
+    rows = table_rows(proc.stdout)[1:]
+    assert [row[0] for row in rows] == list(VARIANTS)
+    ours = float(rows[0][2])
+    for name, _, per_second, faster_by in rows[1:]:  # each variant's time over ours: our rate over its rate
+        assert float(faster_by.rstrip("x")) == pytest.approx(ours / float(per_second), rel=0.02, abs=0.01), name
 
 
 def test_settings_benchmark_shares_one_diagnosis_and_tables_each_change(tiny_model, tmp_path):

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, qa_rows, write_jsonl
@@ -21,10 +22,10 @@ def test_check_collects_every_problem_where_load_stops_at_the_first(tmp_path):
     assert check.repeats == [(3, 1)]
     assert [r.line for r in check.records] == [1, 2, 6]
     assert check.records[2].topic == "x"
-    try:
+    with pytest.raises(DataError) as refused:
         load_records(path)
-    except DataError as e:
-        assert str(e) == check.problems[0]
+    assert str(refused.value) == check.problems[0] + (" (2 of 6 records refused; `data check` lists them, "
+                                                      "--skip-invalid leaves them out)")
 
 
 def test_token_lengths_come_from_the_model_tokenizer(tmp_path, tiny_model):

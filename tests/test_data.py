@@ -49,9 +49,9 @@ def test_json_array_with_bom_and_line_numbers(tmp_path):
     ('{"question": "Q?"}\n', r":1: missing field 'answer'"),
     ('{"question": "Q?", "answer": "  "}\n', r":1: empty answer"),
     ('{"question": "", "answer": "A"}\n', r":1: empty question"),
-    ('{"question": "Q?", "answer": 42}\n', r":1: field 'answer' must be a string, got int"),
+    ('{"question": "Q?", "answer": true}\n', r":1: field 'answer' must be a string, got true or false"),
     ('{"question": "Q?", "answer": "A", "aliases": "x"}\n', r":1: 'aliases' must be a list of strings"),
-    ('["Q?", "A"]\n', r":1: expected a JSON object, got list"),
+    ('["Q?", "A"]\n', r":1: expected a JSON object, got an array"),
     ('{"text": "just text"}\n', r":1: no known shape"),
     ('{"messages": [{"role": "user", "content": "hi"}]}\n', r":1: 'messages' must be a list"),
     ('{"question": "Q?", "answer": "A", "kind": "essay"}\n', r":1: 'kind' must be one of"),
@@ -139,7 +139,7 @@ def test_gzip_files_are_read_with_their_line_numbers(tmp_path):
         load_records(gzipped(tmp_path / "e.jsonl.gz", lines.replace('"B"}', '"B"')))
     cut = tmp_path / "cut.jsonl.gz"
     cut.write_bytes(gzip.compress(lines.encode() * 50)[:60])
-    with pytest.raises(DataError, match=r"cut\.jsonl\.gz: a broken gzip file"):
+    with pytest.raises(DataError, match=r"cut\.jsonl\.gz:\d+: a broken gzip file"):
         load_records(cut)
 
 

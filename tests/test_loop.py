@@ -37,10 +37,23 @@ def finished_run(tiny_model, tmp_path_factory):
 
 
 def test_adapt_writes_a_complete_run(finished_run, tiny_model):
-    _, run = finished_run
-    for name in ["config.json", "versions.json", "records.jsonl", "diagnosis.jsonl", "restatements.jsonl",
-                 "selection.jsonl", "evaluation.jsonl", "stages.json", "metrics.json", "report.md", "adapter/adapters.safetensors"]:
-        assert (run / name).exists(), name
+    """Each file holds what run.py says it does, about the records of this run."""
+    data, run = finished_run
+    records = read_rows(run / "records.jsonl")
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)) == 12 and [r["raw"] for r in records] == read_rows(data)
+    config = read_json(run / "config.json")
+    assert config["data"] == str(data) and config["model"] == str(tiny_model) and len(config["data_sha256"]) == 64
+    assert read_json(run / "versions.json")["mlx"] and "blas" in read_json(run / "versions.json")
+    assert sorted(r["id"] for r in read_rows(run / "diagnosis.jsonl")) == sorted(ids)  # every record once
+    assert sorted(r["id"] for r in read_rows(run / "evaluation.jsonl")) == sorted(ids)
+    train = [r["id"] for r in records if r["split"] == "train"]
+    unknown = {r["id"] for r in read_rows(run / "diagnosis.jsonl") if not r["correct"]} & set(train)
+    assert {r["id"] for r in read_rows(run / "restatements.jsonl")} == unknown
+    assert [s["id"] for s in read_rows(run / "selection.jsonl")] == train
+    assert list(read_json(run / "stages.json")) == ["diagnose", "restate", "select", "train", "evaluate"]
+    assert read_json(run / "metrics.json")["records"] == 12
+    assert (run / "report.md").read_text().startswith(f"# slearn-mlx run: {run}")
     model, _ = load(str(tiny_model), adapter_path=str(run / "adapter"))  # what mlx_lm.generate --adapter-path does
     assert any("lora_a" in name for name, _ in __import__("mlx.utils").utils.tree_flatten(model.parameters()))
 
@@ -207,13 +220,16 @@ def test_bad_data_stops_before_model_work_with_file_and_line(tmp_path, tiny_mode
     assert not (tmp_path / "run").exists()
 
 
-def test_each_stage_records_its_peak_memory(finished_run, tiny_model):
+def test_each_stage_records_its_own_peak_memory(finished_run, tiny_model):
+    """Its own, not the process's: select loads no model, so a peak carried over from the diagnosis before it
+    (no reset between stages) would show there."""
     _, run = finished_run
     stages = read_json(run / "stages.json")
-    peaks = {stage: stages[stage]["peak_memory_mb"] for stage in ("diagnose", "train", "evaluate")}
+    peaks = {stage: stages[stage]["peak_memory_mb"] for stage in stages}
     model_mb = sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")) / 1e6
-    assert all(peak >= model_mb for peak in peaks.values()), peaks  # every one of them holds the weights
-    assert re.search(r"\| train \| [\d.]+ \| [\d,]+ MB \|", (run / "report.md").read_text())
+    assert all(peaks[stage] >= model_mb for stage in ("diagnose", "restate", "train", "evaluate")), peaks
+    assert peaks["select"] < model_mb / 10, peaks
+    assert re.search(rf"\| train \| [\d.]+ \| {peaks['train']:,.0f} MB \|", (run / "report.md").read_text())
 
 
 def test_the_check_hears_a_right_answer_word_for_word_whatever_its_tokens(tiny_model, tmp_path):

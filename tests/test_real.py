@@ -9,7 +9,7 @@ from conftest import REPO, SHARED_DATASETS, write_jsonl
 from slearn_mlx import loop
 from slearn_mlx.answer import answer_batch
 from slearn_mlx.artifacts import read_json, read_rows
-from slearn_mlx.data import Record, default_dataset, load_records
+from slearn_mlx.data import Record, default_dataset, load_records, read_records
 from slearn_mlx.models import load_model, models_dir, resolve_model
 from slearn_mlx.config import SelectConfig, resolve_config
 
@@ -29,14 +29,26 @@ def test_default_model_is_imported_once_and_answers(default_model):
     assert "Paris" in answer_batch(model, tokenizer, [record])[0]
 
 
-def test_the_default_dataset_loads():
+def test_the_default_dataset_loads_every_line_as_one_short_record():
+    lines = default_dataset().read_text().splitlines()
     records = load_records(default_dataset())
-    assert 200 <= len(records) <= 1000
+    assert len(records) == len(lines) == 400 and len({r.id for r in records}) == 400
+    assert {r.kind for r in records} == {"short"} and [r.line for r in records] == list(range(1, 401))
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in SHARED_DATASETS.glob("*.jsonl")))
-def test_shared_real_datasets_load(name):
-    assert load_records(SHARED_DATASETS / name)
+# The shared sets by name, so that their absence shows as skipped cases rather than as no case at all.
+SHARED_NAMES = ["english_forms", "fcc_amateur_extra", "foldoc_definitions", "icd10cm_codes", "mmlu_clinical",
+                "quartz_science", "trivia_mixed", "vera_acronyms", "world_facts"]
+
+
+@pytest.mark.parametrize("name", SHARED_NAMES)
+def test_shared_real_datasets_read_every_line(name):
+    path = SHARED_DATASETS / f"{name}.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} is not here (../shared/datasets)")
+    records, refused = read_records(path)
+    assert refused == [] and len(records) == sum(1 for line in path.read_text().splitlines() if line.strip())
+    assert len(load_records(path)) == len({r.id for r in records})  # a repeated pair counts once
 
 
 def test_adapt_on_a_slice_of_the_default_data(default_model, tmp_path):

@@ -122,14 +122,19 @@ def test_a_time_budget_stops_training(tiny_model, tmp_path):
 
 def test_an_interrupted_training_resumes_to_the_same_adapter(tiny_model, tmp_path):
     scores = [1, 2, 3]
-    train(tiny_model, tmp_path / "whole", scores=scores, epochs=3, patience=3)
+    _, whole = train(tiny_model, tmp_path / "whole", scores=scores, epochs=3, patience=3)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_model, tmp_path / "killed", scores=scores, fail_on=2, epochs=3, patience=3)
     model, tokenizer = load_model(tiny_model)
-    # the rerun checks epochs 2 and 3 only: epoch 1 was checkpointed before the kill
+    rerun = Scripted(model, scores[1:])
     facts = train_lora(model, tokenizer, examples(8), TrainConfig(batch_size=4, epochs=3, patience=3),
-                       tmp_path / "killed", Scripted(model, scores[1:]).check())
+                       tmp_path / "killed", rerun.check())
     assert facts["epochs_run"] == 3 and facts["best_epoch"] == 3
+    # Resumed, not restarted: epoch 1 was checkpointed before the kill, so the rerun trains and checks epochs
+    # 2 and 3 only, and its first check sees the adapter the uninterrupted training had after epoch 2.
+    assert len(rerun.seen) == 2 and same(rerun.seen[0], whole.seen[1]) and not same(rerun.seen[0], whole.seen[0])
+    epochs = [row["epoch"] for row in read_rows(tmp_path / "killed" / "train_log.jsonl") if row["event"] == "epoch"]
+    assert epochs == [1, 2, 2, 3]  # epoch 2 was trained before the kill (its check was cut short) and again
     assert same(adapter(tmp_path / "killed"), adapter(tmp_path / "whole"))
 
 
