@@ -117,7 +117,9 @@ class Row:
 
 
 def greedy(logits: mx.array) -> mx.array:
-    return mx.argmax(logits, axis=-1)
+    """The argmax of the log-probabilities, as mlx-lm picks: in bfloat16 the subtraction rounds near-equal
+    logits to ties, which the argmax of the logits themselves would break otherwise."""
+    return mx.argmax(logits - mx.logsumexp(logits, axis=-1, keepdims=True), axis=-1)
 
 
 def decode(model, plan: Plan, prefix: list[int], prompts: list[list[int]], budgets: list[int],
@@ -183,7 +185,7 @@ def decode(model, plan: Plan, prefix: list[int], prompts: list[list[int]], budge
             columns.real, positions, token = columns.real[living], positions[living], token[keep]
             batch = [batch[b] for b in living]
         columns.real[:, columns.filled] = True
-        columns.positions = mx.array(positions)
+        columns.positions = mx.array(positions, mx.int32)
         token = pick(model(token, cache=cache)[:, -1])[:, None]
         columns.filled += 1
         positions = positions + 1
