@@ -76,6 +76,9 @@ class TrainConfig:
     check: bool = option(True, "--check/--no-check",
                          help="After each epoch, learned records leave training, forgotten ones return, and the best "
                               "epoch is kept; --no-check trains every epoch on the first selection and keeps the last.")
+    recheck: float = option(1.0, "--recheck", type=click.FloatRange(0, 1),
+                            help="Share of the right records an epoch did not train that its check asks again, "
+                                 "those asked longest ago first (the records it trained are always asked).")
     rehearsal: float = option(1.0, "--rehearsal", type=click.FloatRange(0),
                               help="Right records trained again in each epoch after the first, per record still wrong.")
     max_seconds: float | None = option(None, "--max-train-seconds", name="max_train_seconds",
@@ -159,11 +162,22 @@ class RunConfig:
     def from_json(cls, obj: dict) -> "RunConfig":
         select = SelectConfig(**{**obj["select"], "slick_keep": tuple(obj["select"]["slick_keep"])})
         backends = {name: Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
-        return cls(**{**obj, "select": select, "train": TrainConfig(**obj["train"]), **backends})
+        train = TrainConfig(**{**ADDED_LATER["train"], **obj["train"]})
+        return cls(**{**obj, "select": select, "train": train, **backends})
 
     def to_json(self) -> dict:
-        """As config.json holds it (tuples become lists), so a reread config compares equal."""
-        return json.loads(json.dumps({**asdict(self), "data_sha256": file_digest(Path(self.data))}))
+        """As config.json holds it (tuples become lists), so a reread config compares equal. A setting added
+        later is left out while it has the value that runs made before it had, so their folders reopen."""
+        obj = json.loads(json.dumps({**asdict(self), "data_sha256": file_digest(Path(self.data))}))
+        for part, added in ADDED_LATER.items():
+            for name, value in added.items():
+                if obj[part][name] == value:
+                    del obj[part][name]
+        return obj
+
+
+# Settings added after config.json was first written, with the value that reproduces runs made before them.
+ADDED_LATER = {"train": {"recheck": 1.0}}
 
 
 @dataclass(frozen=True)

@@ -174,10 +174,8 @@ def save_arrays(path: Path, arrays: dict, metadata: dict | None = None) -> None:
     os.replace(tmp, path)
 
 
-def resume(model, optimizer, adapter_dir: Path, adapter_config: dict, first_epoch: list[str]) -> dict:
-    """Progress of an interrupted training of the same configuration, its state loaded; else a fresh start."""
-    fresh = {"epoch": 0, "training": first_epoch, "best_epoch": 0, "best": None, "stop": None, "seconds": 0.0,
-             "record_epochs": 0, "check_seconds": 0.0, "expected": {}}
+def resume(model, optimizer, adapter_dir: Path, adapter_config: dict, fresh: dict) -> dict:
+    """Progress of an interrupted training of the same configuration, its state loaded; else `fresh`."""
     config_path = adapter_dir / "adapter_config.json"
     resumable = (adapter_dir / CHECKPOINT).exists() and config_path.exists() and read_json(config_path) == adapter_config
     distributed.barrier()  # every rank has looked before rank 0 clears the folder
@@ -255,31 +253,41 @@ class Trainer:
         self.examples[i] = replace(self.examples[i], expected=answer)
         self.said[i] = tokens
 
-    def check(self, epoch: int, training: set[str], answer: CheckAnswers) -> tuple[dict, set[str], dict]:
-        """The check row of an epoch, the ids to train on next (those not answered right), and the
-        expected answers that changed."""
+    def check(self, epoch: int, trained: list[int], progress: dict, answer: CheckAnswers) -> tuple[dict, dict]:
+        """The check row of an epoch and the expected answers that changed; progress gets the records to
+        train on next (those not answered right), those heard as expected, and when each was last asked.
+
+        Asked: every record the epoch trained on (all of the wrong ones among them), and of the right ones
+        it left alone, `recheck` of them, those asked longest ago first; the others stay as last heard."""
         start = time.perf_counter()
         self.model.eval()
-        rows = answer([e.record for e in self.examples], [(e.expected, t) for e, t in zip(self.examples, self.said)],
-                      epoch)
-        right = [row["correct"] for row in rows]
-        as_expected = [row["response"] == e.expected for row, e in zip(rows, self.examples)]
+        ids = [e.record.id for e in self.examples]
+        untrained = sorted(set(range(len(ids))) - set(trained), key=lambda i: (progress["asked"].get(ids[i], 0), i))
+        asked = sorted(trained + untrained[:round(self.config.recheck * len(untrained))])
+        rows = answer([self.examples[i].record for i in asked],
+                      [(self.examples[i].expected, self.said[i]) for i in asked], epoch)
+        before = set(progress["training"])
+        wrong, heard = set(before), set(progress["heard"])
         changed = {}
-        for i, row in enumerate(rows):
-            if row["correct"] and row["response"] and not as_expected[i]:
+        for i, row in zip(asked, rows):
+            progress["asked"][ids[i]] = epoch
+            (wrong.discard if row["correct"] else wrong.add)(ids[i])
+            as_expected = row["response"] == self.examples[i].expected
+            (heard.add if as_expected else heard.discard)(ids[i])
+            if row["correct"] and row["response"] and not as_expected:
                 self.expect(i, row["response"], row.get("tokens"))
-                changed[self.examples[i].record.id] = [row["response"], row.get("tokens")]
-        next_training = {e.record.id for e, r in zip(self.examples, right) if not r}
+                changed[ids[i]] = [row["response"], row.get("tokens")]
+        progress["training"], progress["heard"] = sorted(wrong), sorted(heard)
 
-        def count(flags: list[bool], known: bool) -> list[int]:  # [how many, of the known or unknown]
-            group = [f for f, e in zip(flags, self.examples) if e.known == known]
-            return [sum(group), len(group)]
+        def right(known: bool) -> list[int]:  # [how many right, of the known or unknown]
+            group = [e.record.id for e in self.examples if e.known == known]
+            return [sum(i not in wrong for i in group), len(group)]
 
-        row = {"event": "check", "epoch": epoch, "right_known": count(right, True), "right_unknown": count(right, False),
-               "word_for_word": sum(as_expected), "graded": len(rows) - sum(as_expected),
-               "left": sorted(training - next_training), "returned": sorted(next_training - training),
+        row = {"event": "check", "epoch": epoch, "asked": len(asked), "right_known": right(True),
+               "right_unknown": right(False), "word_for_word": len(heard), "graded": len(rows) - sum(
+                   ids[i] in heard for i in asked), "left": sorted(before - wrong), "returned": sorted(wrong - before),
                "seconds": round(time.perf_counter() - start, 2)}
-        return row, next_training, changed
+        return row, changed
 
     def objective(self, row: dict) -> list[float]:
         """What the kept epoch maximises: the share of training records answered right, then said word for word."""
@@ -320,7 +328,12 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
     model.freeze()
     linear_to_lora_layers(model, config.lora_layers, lora_parameters(config))
     optimizer = optim.Adam(learning_rate=config.learning_rate)
-    progress = resume(model, optimizer, adapter_dir, adapter_config, first_epoch)
+    fresh = {"epoch": 0, "training": first_epoch, "best_epoch": 0, "best": None, "stop": None, "seconds": 0.0,
+             "record_epochs": 0, "check_seconds": 0.0,
+             "expected": {},  # the right answers in new words a check heard: [text, tokens] by id
+             "heard": sorted(e.record.id for e in examples if e.known),  # said as expected when last asked
+             "asked": {}}  # the epoch each record was last asked in
+    progress = resume(model, optimizer, adapter_dir, adapter_config, fresh)
     position = {e.record.id: i for i, e in enumerate(examples)}
     trainer = Trainer(model, tokenizer, optimizer, examples, train_spans, config, adapter_dir)
     for i, e in enumerate(examples):  # the right answers a check before the interruption heard
@@ -350,7 +363,7 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
         progress["epoch"] = epoch
         progress["record_epochs"] += len(training)
         if config.check:
-            checked, next_training, changed = trainer.check(epoch, set(progress["training"]), check.answer)
+            checked, changed = trainer.check(epoch, training, progress, check.answer)
             progress["expected"].update(changed)
             objective = trainer.objective(checked)
             if progress["best"] is None or objective > progress["best"]:
@@ -362,8 +375,7 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
                     checked["seconds"] = round(checked["seconds"] + time.perf_counter() - guard_start, 2)
             progress["check_seconds"] += checked["seconds"]
             trainer.log({**checked, "kept": progress["best_epoch"] == epoch})
-            progress["training"] = sorted(next_training)
-            if not next_training:
+            if not progress["training"]:
                 progress["stop"] = "every training record answered right"
             elif epoch - progress["best_epoch"] >= config.patience:
                 progress["stop"] = f"no better objective in {config.patience} epoch(s)"

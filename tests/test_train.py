@@ -112,6 +112,26 @@ def test_later_epochs_rehearse_right_records_beside_the_wrong_ones(tiny_model, t
     assert [(row["records"], row["rehearsed"]) for row in epochs] == [(8, 0), (6, 2), (3, 1)]
 
 
+def test_a_check_asks_what_the_epoch_trained_and_a_share_of_the_rest_longest_unasked_first(tiny_model, tmp_path):
+    model, tokenizer = load_model(tiny_model)
+    pairs = examples(8, known={0, 1, 2, 3})
+    ids = [e.record.id for e in pairs]
+    asked = []
+
+    def answer(records, expected, epoch):  # 4 and 5 are never learned; everything else is right
+        asked.append(sorted(ids.index(r.id) for r in records))
+        return [{"id": r.id, "response": "x", "correct": ids.index(r.id) not in (4, 5)} for r in records]
+
+    train_lora(model, tokenizer, pairs, TrainConfig(batch_size=4, epochs=3, patience=3, rehearsal=0.0, recheck=0.5),
+               tmp_path, Check(answer))
+    # epoch 1 trains 4-7 and asks two of the four known; later epochs train 4 and 5, and ask half of the
+    # six others, those asked longest ago (never, then the first epoch) first
+    assert asked == [[0, 1, 4, 5, 6, 7], [0, 2, 3, 4, 5], [1, 4, 5, 6, 7]]
+    checks = [row for row in read_rows(tmp_path / "train_log.jsonl") if row["event"] == "check"]
+    assert [row["asked"] for row in checks] == [6, 5, 5]
+    assert all(row["right_known"] == [4, 4] and row["right_unknown"] == [2, 4] for row in checks)
+
+
 def test_a_time_budget_stops_training(tiny_model, tmp_path):
     facts, _ = train(tiny_model, tmp_path, epochs=50, max_seconds=1e-6, check=False)
     assert facts["epochs_run"] < 50 and facts["stop"] == "time budget"
