@@ -66,6 +66,7 @@ def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) 
         "setting": name,
         "trained": metrics["accuracy"]["trained"]["records"],
         "record_epochs": training.get("record_epochs", 0),
+        "check_answers": training.get("check_answers", 0),
         "seconds": method_seconds(config, metrics["stages"]),
         "epochs_run": training.get("epochs_run"),
         "best_epoch": training.get("best_epoch"),
@@ -75,13 +76,14 @@ def run_setting(name: str, config: RunConfig, run_dir: Path, shared_from: Path) 
 
 
 def render(rows: list[dict]) -> str:
-    lines = ["| setting | records trained | record-epochs | total s | / default | epochs run (kept) | "
+    lines = ["| setting | records trained | record-epochs | check answers | total s | / default | epochs run (kept) | "
              + " | ".join(c.replace("_", " ") for c in ACCURACY_COLUMNS) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(ACCURACY_COLUMNS),
-             "| base model | 0 | 0 | - | - | - | " + " | ".join(percent(rows[0]["before"][c]) for c in ACCURACY_COLUMNS) + " |"]
+             "|---|---|---|---|---|---|---|" + "---|" * len(ACCURACY_COLUMNS),
+             "| base model | 0 | 0 | - | - | - | - | " + " | ".join(percent(rows[0]["before"][c]) for c in ACCURACY_COLUMNS) + " |"]
     default_seconds = rows[0]["seconds"]["total"]
     for row in rows:
-        lines.append(f"| {row['setting']} | {row['trained']} | {row['record_epochs']} | {row['seconds']['total']:.0f} | "
+        lines.append(f"| {row['setting']} | {row['trained']} | {row['record_epochs']} | {row['check_answers']} | "
+                     f"{row['seconds']['total']:.0f} | "
                      f"{row['seconds']['total'] / default_seconds:.2f} | {row['epochs_run']} ({row['best_epoch']}) | "
                      + " | ".join(percent(row["accuracy"][c]) for c in ACCURACY_COLUMNS) + " |")
     return "\n".join(lines) + "\n"

@@ -329,7 +329,7 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
     linear_to_lora_layers(model, config.lora_layers, lora_parameters(config))
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     fresh = {"epoch": 0, "training": first_epoch, "best_epoch": 0, "best": None, "stop": None, "seconds": 0.0,
-             "record_epochs": 0, "check_seconds": 0.0,
+             "record_epochs": 0, "check_seconds": 0.0, "check_answers": 0,
              "expected": {},  # the right answers in new words a check heard: [text, tokens] by id
              "heard": sorted(e.record.id for e in examples if e.known),  # said as expected when last asked
              "asked": {}}  # the epoch each record was last asked in
@@ -374,6 +374,7 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
                     checked.update(check.guard(epoch))
                     checked["seconds"] = round(checked["seconds"] + time.perf_counter() - guard_start, 2)
             progress["check_seconds"] += checked["seconds"]
+            progress["check_answers"] += checked["asked"]
             trainer.log({**checked, "kept": progress["best_epoch"] == epoch})
             if not progress["training"]:
                 progress["stop"] = "every training record answered right"
@@ -394,4 +395,5 @@ def train_lora(model, tokenizer, examples: list[Example], config: TrainConfig, a
     return {"examples": len(examples), "first_epoch": len(first_epoch), "skipped_too_long": too_long,
             "batch_size": batch_size, "epochs_run": progress["epoch"], "best_epoch": progress["best_epoch"],
             "objective": progress["best"][0] if progress["best"] else None, "stop": progress["stop"],
-            "record_epochs": progress["record_epochs"], "check_seconds": round(progress["check_seconds"], 2)}
+            "record_epochs": progress["record_epochs"], "check_answers": progress["check_answers"],
+            "check_seconds": round(progress["check_seconds"], 2)}
