@@ -32,7 +32,7 @@ def lines(path):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def test_adapt_killed_in_three_stages_ends_like_an_uninterrupted_run(tiny_model, tmp_path):
+def test_adapt_killed_in_four_places_ends_like_an_uninterrupted_run(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(40))
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run(adapt_command(data, tiny_model, whole), cwd=REPO, check=True, capture_output=True)
@@ -42,11 +42,18 @@ def test_adapt_killed_in_three_stages_ends_like_an_uninterrupted_run(tiny_model,
     assert 6 <= lines(killed / "diagnosis.jsonl") < 40
     kill_when(command, lambda: (killed / "adapter" / "checkpoint.safetensors").exists())
     assert not (killed / "evaluation.jsonl").exists()
+    # in the middle of the second epoch's check: the epoch is trained again, the answers it had are kept
+    check = killed / "adapter" / "check-epoch2.jsonl"
+    kill_when(command, lambda: lines(check) >= 4)
+    training = sum(row["split"] == "train" for row in read_rows(killed / "records.jsonl"))
+    assert 4 <= lines(check) < training
+    answered_before_the_kill = read_rows(check)
     kill_when(command, lambda: lines(killed / "evaluation.jsonl") >= 6)
     assert 6 <= lines(killed / "evaluation.jsonl") < 40
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
 
-    for name in ["diagnosis.jsonl", "selection.jsonl", "evaluation.jsonl"]:
+    assert read_rows(check)[:len(answered_before_the_kill)] == answered_before_the_kill  # kept, not asked again
+    for name in ["diagnosis.jsonl", "selection.jsonl", "evaluation.jsonl", "adapter/check-epoch2.jsonl"]:
         by_id = lambda folder: sorted(read_rows(folder / name), key=lambda row: row["id"])
         assert by_id(killed) == by_id(whole), name
     a, b = (mx.load(str(folder / "adapter" / "adapters.safetensors")) for folder in (whole, killed))
