@@ -10,15 +10,16 @@ it was within 3e-6 of silu computed in float64 over [-30, 30], MLX's own within 
 swiglu to 2e-5 and its gradient to 5e-6 (tests/test_activations.py).
 
 mlx-lm's models call `swiglu` from `mlx_lm.models.activations` by the name their own module
-imported, so `use_fast_swiglu` points that name at ours, for the architecture of the model given.
+imported, so `use_fast_swiglu` points that name at ours (mlx_lm_internals.replace_swiglu), for the
+architecture of the model given.
 """
 
 import os
 import platform
-import sys
 
 import mlx.core as mx
-from mlx_lm.models import activations
+
+from .mlx_lm_internals import replace_swiglu
 
 # tanh(x) = x P(x^2) / Q(x^2) on [-7.9, 7.9], where float32 tanh reaches +-1 (Eigen's ptanh_float).
 TANH_NUMERATOR = [-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
@@ -80,6 +81,5 @@ def replaces_swiglu() -> bool:
 
 def use_fast_swiglu(model) -> None:
     """Point the model's architecture at our swiglu where replaces_swiglu() and the architecture calls mlx-lm's."""
-    module = sys.modules[type(model).__module__]
-    if replaces_swiglu() and getattr(module, "swiglu", None) is activations.swiglu:
-        module.swiglu = swiglu
+    if replaces_swiglu():
+        replace_swiglu(model, swiglu)

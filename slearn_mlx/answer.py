@@ -11,58 +11,21 @@ training epoch), so a batch:
   otherwise rambles on to the token budget.
 """
 
-import copy
 import os
 from collections.abc import Callable
 
 import mlx.core as mx
-from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
 from .data import Record
-from .decode import decode, decodes, drafts_pay, greedy
+from .decode import decode, drafts_pay, greedy
 from .forward import plan, shared_prefix
+from .mlx_lm_internals import batch_generator_tokens, plain_kv_caches
 from .prompts import FIRST_SENTENCE_END, MAX_NEW_TOKENS, chat_tokens, first_answer, prompt_messages, question_text
 
 # What answers a batch of records at a temperature: the model in this process, or a server (backends.py).
 Answerer = Callable[[list[Record], float], list[str]]
-
-
-def prefix_caches(model, prefix: list[int], copies: int) -> list[list] | None:
-    """The KV cache of a prefix, computed once, copied for each record (None: nothing to share)."""
-    cache = make_prompt_cache(model)
-    if not prefix or not all(hasattr(c, "merge") for c in cache):  # a cache type mlx-lm cannot batch
-        return None
-    model(mx.array([prefix]), cache=cache)
-    mx.eval([c.state for c in cache])
-    return [copy.deepcopy(cache) for _ in range(copies)]
-
-
-def batch_generator_tokens(model, tokenizer, prompts: list[list[int]], budgets: list[int], stops, sampler) -> list[list[int]]:
-    """decode.decode's answers through mlx-lm's BatchGenerator, for the models whose caches decode.py does
-    not keep (sliding windows, convolution states): slower, and without drafts."""
-    shared = shared_prefix(prompts)
-    caches = prefix_caches(model, prompts[0][:shared], len(prompts))
-    if caches is None:
-        shared = 0
-    generator = BatchGenerator(model, stop_tokens=[[t] for t in tokenizer.eos_token_ids], sampler=sampler,
-                               prefill_batch_size=len(prompts), completion_batch_size=len(prompts))
-    uids = generator.insert([p[shared:] for p in prompts], budgets, caches=caches)
-    tokens = {uid: [] for uid in uids}
-    stop_of = dict(zip(uids, stops))
-    while responses := generator.next_generated():
-        finished = []
-        for response in responses:
-            if response.finish_reason == "stop":  # the end-of-sequence token itself is not text
-                continue
-            tokens[response.uid].append(response.token)
-            if response.finish_reason is None and stop_of[response.uid](tokens[response.uid]):
-                finished.append(response.uid)
-        if finished:
-            generator.remove(finished)
-    generator.close()
-    return [tokens[uid] for uid in uids]
 
 
 def generate_batch(model, tokenizer, records: list[Record], temperature: float = 0.0,
@@ -77,13 +40,13 @@ def generate_batch(model, tokenizer, records: list[Record], temperature: float =
     budgets = [MAX_NEW_TOKENS[r.kind] for r in records]
     stops = [ends_first_sentence(tokenizer) if r.kind == "short" else never for r in records]
     sampler = make_sampler(temp=temperature) if temperature > 0 else None
-    if decodes(model):
-        shared = shared_prefix(prompts)
+    shared = shared_prefix(prompts)
+    if plain_kv_caches(model):
         draft_tokens = [draft_of(tokenizer, d) for d in drafts] if drafts and not sampler and drafts_pay() else None
         tokens = decode(model, plan(model), prompts[0][:shared], [p[shared:] for p in prompts], budgets, stops,
                         set(tokenizer.eos_token_ids), draft_tokens, sampler or greedy)
     else:
-        tokens = batch_generator_tokens(model, tokenizer, prompts, budgets, stops, sampler)
+        tokens = batch_generator_tokens(model, tokenizer.eos_token_ids, prompts, shared, budgets, stops, sampler)
     return [said(tokenizer, t, r.kind == "short") for t, r in zip(tokens, records)]
 
 

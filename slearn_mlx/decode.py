@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import KVCache, make_prompt_cache
-
 from .forward import Plan, before_positions
+from .mlx_lm_internals import Columns, RowsCache
 
 
 def drafts_pay() -> bool:
@@ -34,70 +33,6 @@ def drafts_pay() -> bool:
     at a cost set by reading the weights, not by the rows, so a draft saves the steps it covers; not
     measured here (no Mac)."""
     return mx.default_device() != mx.cpu
-
-
-def decodes(model) -> bool:
-    """Whether this module can decode the model: every layer's cache is mlx-lm's plain KVCache
-    (not a sliding window, not a convolution state)."""
-    return all(type(c) is KVCache for c in make_prompt_cache(model))
-
-
-class Columns:
-    """What the layers of a batch share: the columns filled so far, which of them each row attends to,
-    and the position each row's next token takes."""
-
-    def __init__(self, rows: int, capacity: int):
-        self.filled = 0
-        self.real = np.zeros((rows, capacity), bool)
-        self.positions: mx.array | int = 0  # the next new token's position: per row, or one for all
-        self.prefix = False  # the forward pass in progress is the shared prefix, one row for all
-
-    def mask(self, n: int):
-        """Which columns each of the next n tokens attends to: the row's real ones, and causally among the new."""
-        if self.prefix:
-            return "causal"
-        end = self.filled + n
-        real = mx.array(self.real[:, :end])[:, None, None, :]
-        if n == 1:
-            return real
-        causal = mx.arange(end)[None, :] <= (mx.arange(n) + self.filled)[:, None]
-        return real & causal[None, None]
-
-
-class RowsCache:
-    """One layer's keys and values for a batch of rows, in a buffer as long as the longest row can get.
-    The offset the model adds to positions (RoPE) and the attention mask come from the shared Columns."""
-
-    def __init__(self, columns: Columns):
-        self.columns = columns
-        self.keys = self.values = None
-
-    @property
-    def offset(self):
-        return self.columns.positions
-
-    def update_and_fetch(self, keys, values):
-        start = self.columns.filled
-        end = start + keys.shape[2]
-        if self.keys is None:
-            rows, capacity = self.columns.real.shape
-            self.keys = mx.zeros((rows, keys.shape[1], capacity, keys.shape[3]), keys.dtype)
-            self.values = mx.zeros((rows, values.shape[1], capacity, values.shape[3]), values.dtype)
-        self.keys[..., start:end, :] = keys  # the prefix's one row is broadcast to every row
-        self.values[..., start:end, :] = values
-        if self.columns.prefix:
-            return keys, values
-        return self.keys[..., :end, :], self.values[..., :end, :]
-
-    def make_mask(self, n: int, return_array: bool = False, window_size=None):
-        return self.columns.mask(n)
-
-    def keep(self, rows: mx.array):
-        self.keys, self.values = self.keys[rows], self.values[rows]
-
-    @property
-    def state(self):
-        return self.keys, self.values
 
 
 @dataclass

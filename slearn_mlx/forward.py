@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import KVCache, create_attention_mask, make_prompt_cache
+
+from .mlx_lm_internals import SharedPrefixCache, body, output_head, plain_kv_caches
 
 # Fewer shared tokens than this are not worth a forward pass of their own.
 MIN_SHARED_PREFIX = 8
@@ -76,32 +77,6 @@ def pack(spans: list[Span], share_prefix: bool = True) -> Packed:
     return Packed(prefix, mx.array(inputs), mx.array(positions), mx.array(targets), mx.array(mask))
 
 
-class SharedPrefixCache:
-    """One layer's keys and values of a prefix every row shares: computed for one row, broadcast to
-    the batch when the rows attend to it. mlx-lm's KVCache writes a buffer in place; this one only
-    keeps and concatenates arrays, so gradients flow back through the prefix as well."""
-
-    def __init__(self):
-        self.keys = self.values = None
-        self.offset = 0
-
-    def update_and_fetch(self, keys, values):
-        if self.keys is None:  # the prefix itself
-            self.keys, self.values, self.offset = keys, values, keys.shape[2]
-            return keys, values
-        rows = keys.shape[0]
-        return (mx.concatenate([mx.broadcast_to(self.keys, (rows, *self.keys.shape[1:])), keys], axis=2),
-                mx.concatenate([mx.broadcast_to(self.values, (rows, *self.values.shape[1:])), values], axis=2))
-
-    def make_mask(self, n, return_array=False, window_size=None):
-        return create_attention_mask(n, self.offset, return_array, window_size)
-
-
-def body(model):
-    """The model without its output step (mlx-lm models keep it as `.model`)."""
-    return model.model
-
-
 def before_positions(model, plan: Plan):
     """What runs over every position: the body when the plan projects only some, else the whole model."""
     return body(model) if plan.head else model
@@ -124,19 +99,6 @@ def answer_logits(model, packed: Packed, plan: Plan) -> mx.array:
     return logits_at(model, packed.inputs, packed.positions, plan, cache)
 
 
-def candidate_head(model):
-    """The output step as most mlx-lm models write it: their own lm_head, or the tied embeddings
-    (lfm2 and tied gemma3 have no lm_head at all), divided by granite's logits_scaling."""
-    if hasattr(model, "lm_head"):
-        project = model.lm_head
-    else:
-        project = getattr(getattr(getattr(model, "model", None), "embed_tokens", None), "as_linear", None)
-    scaling = getattr(model, "logits_scaling", None)
-    if project is None or scaling is None:
-        return project
-    return lambda hidden: project(hidden) / scaling
-
-
 def plan(model) -> Plan:
     """The shortcuts that give this model's own logits, found by trying them on a short row."""
     tokens = list(range(1, 25))
@@ -150,8 +112,8 @@ def plan(model) -> Plan:
         except (AttributeError, TypeError, ValueError):  # an architecture built otherwise
             return False
 
-    head = candidate_head(model)
-    kv_caches = all(type(c) is KVCache for c in make_prompt_cache(model))
+    head = output_head(model)
+    kv_caches = plain_kv_caches(model)
     candidates = [Plan(head, kv_caches), Plan(head, False)] if head else []
     candidates.append(Plan(None, kv_caches))
     return next((c for c in candidates if agrees(c)), Plan(None, False))

@@ -5,16 +5,19 @@ a `.gguf` file, a name in the `models/` store, or a Hugging Face repo id.
 """
 
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
-from mlx_lm.utils import _get_classes, dequantize_model, load
+from mlx_lm.utils import dequantize_model, load
+from mlx_lm.utils import load_model as load_model_from
 
 from .activations import use_fast_swiglu
 from .gguf import import_gguf
@@ -144,18 +147,21 @@ def load_model(model_path: Path, adapter_path: Path | None = None) -> tuple[nn.M
 
 
 def architecture(model_config: dict) -> nn.Module:
-    """The model a config.json describes, built by mlx-lm without computing a weight (MLX is lazy):
-    its shapes, to count, at no cost in time or memory."""
+    """The model a config.json describes, built by mlx-lm from a folder holding only that file, without
+    computing a weight (MLX is lazy): its shapes, to count, at no cost in time or memory."""
     name = model_config.get("model_type")
-    try:
-        model_class, args_class = _get_classes(model_config)
-    except ValueError:
-        raise ModelError(f"model type '{name}': mlx-lm {importlib.metadata.version('mlx-lm')} "
-                         "has no such architecture") from None
-    try:
-        return model_class(args_class.from_dict(model_config))
-    except (TypeError, KeyError, ValueError) as e:
-        raise ModelError(f"model type '{name}': mlx-lm cannot build it from this config.json ({e})") from None
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.json").write_text(json.dumps(model_config))
+        try:
+            model, _ = load_model_from(Path(folder), lazy=True, strict=False)
+        except ValueError as e:
+            if "not supported" in str(e):
+                raise ModelError(f"model type '{name}': mlx-lm {importlib.metadata.version('mlx-lm')} "
+                                 "has no such architecture") from None
+            raise ModelError(f"model type '{name}': mlx-lm cannot build it from this config.json ({e})") from None
+        except (TypeError, KeyError) as e:
+            raise ModelError(f"model type '{name}': mlx-lm cannot build it from this config.json ({e})") from None
+    return model
 
 
 def lora_parameter_count(model_config: dict, layers: int, rank: int) -> int:
