@@ -14,8 +14,16 @@ def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = read_json(out / "bench.json")
-    assert [r["policy"] for r in rows] == ["base model", "all", "unknown", "replay", "slick"]
+    assert [r["policy"] for r in rows] == ["base model", "all", "unknown", "replay", "slick", "full-data fine-tuning"]
     assert (out / "bench.png").stat().st_size > 10_000 and "| base model | 0 |" in (out / "bench.md").read_text()
+    # the usual way, every record on its bare reference, no checks, charged its training alone, is the yardstick
+    full = read_json(out / "full-data-fine-tuning" / "config.json")
+    assert (full["select"]["policy"], full["select"]["targets"], full["train"]["check"]) == ("all", "reference", False)
+    full_row = rows[-1]
+    assert full_row["seconds"]["total"] == read_json(out / "full-data-fine-tuning" / "stages.json")["train"]["seconds"]
+    assert full_row["record_epochs"] == 3 * full_row["trained"]
+    replay_row = next(r for r in rows if r["policy"] == "replay")
+    assert f"| {replay_row['seconds']['total'] / full_row['seconds']['total']:.2f} |" in (out / "bench.md").read_text()
 
     diagnosis = (out / "all" / "diagnosis.jsonl").read_text()
     for policy in ["unknown", "replay", "slick"]:
@@ -38,7 +46,7 @@ def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
     assert by_policy["replay"]["trained"] == unknown + round(0.75 * known)
 
 
-def test_all_on_bare_references_is_charged_no_diagnosis():
+def test_all_on_bare_references_is_charged_no_diagnosis_and_bare_references_no_restatements():
     from slearn_mlx.bench import method_seconds
     from slearn_mlx.config import RunConfig, SelectConfig
 
@@ -47,5 +55,6 @@ def test_all_on_bare_references_is_charged_no_diagnosis():
     charged = {(policy, targets): method_seconds(RunConfig("d", "m", SelectConfig(policy=policy, targets=targets)),
                                                  stages)["total"]
                for policy in ("all", "unknown") for targets in ("own", "reference")}
-    assert charged == {("all", "own"): 29.0, ("all", "reference"): 23.0, ("unknown", "own"): 29.0,
-                       ("unknown", "reference"): 29.0}
+    # bare references need no restatements either (bench shares them with every run all the same)
+    assert charged == {("all", "own"): 29.0, ("all", "reference"): 20.0, ("unknown", "own"): 29.0,
+                       ("unknown", "reference"): 26.0}
