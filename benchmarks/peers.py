@@ -24,15 +24,18 @@ process (the BLAS and the thread count are chosen at start), in rounds that run 
   `mlx_lm.batch_generate` with 32 tokens and no stop.
 Ratios are to torch + peft at its best thread count in the same round; medians over the rounds.
 
-    python -m benchmarks.peers --end-to-end [DATA] [--torch-epochs 3]
+    python -m benchmarks.peers --end-to-end [DATA] [--torch-epochs 3] [--out DIR]
 
-The whole method against the usual way: this project's default `adapt` on DATA (default: the bundled
-data), against torch + peft (one thread per core) trained on the bare references of every training
-record of the same split for --torch-epochs epochs. Each side's time is what it takes to make the
-adapted model: ours the diagnosis of the training records, the restatements, the selection and the
-training with its checks (stages.json); torch's its training. Each adapted model then answers every
+The whole method against the usual way, full-data fine-tuning: this project's default `adapt` on DATA
+(default: the bundled data), against the same engine trained on the bare references of every training
+record of the same split for 3 epochs without checks (`adapt --policy all --targets reference --no-check
+--epochs 3`), and against torch + peft (one thread per core, when installed) trained the same way for
+--torch-epochs epochs. Each side's time is what it takes to make the adapted model: ours the diagnosis of
+the training records, the restatements, the selection and the training with its checks (stages.json, as
+`bench` charges it); full-data fine-tuning its training alone. Each adapted model then answers every
 record of DATA through slearn-mlx's answerer and graders (`adapt`'s evaluation; `diagnose --model` on
-torch's weights, merged and saved), so the accuracies differ only by the training.
+torch's weights, merged and saved), so the accuracies differ only by the training. Known kept and
+unknown learned are over the training records the model before training answered right and wrong.
 """
 
 import argparse
@@ -317,42 +320,59 @@ def slearn_mlx_command(*args: str) -> float:
 
 
 def end_to_end(data: Path, torch_epochs: int, folder: Path) -> None:
-    """Our default adapt against torch + peft on every training record: the time to the adapted model
-    and the accuracy each reaches, graded alike."""
+    """Our default adapt against the usual way, full-data fine-tuning, done twice: by this same engine
+    (`adapt --policy all --targets reference --no-check --epochs 3`) and by torch + peft (when installed).
+    The time to the adapted model and the accuracy each reaches, graded alike."""
     from slearn_mlx.artifacts import read_json, read_rows
+    from slearn_mlx.bench import method_seconds
     from slearn_mlx.metrics import accuracy
     from slearn_mlx.report import percent
     from slearn_mlx.run import load_run
 
     tokenizer = model_folder(folder)
-    ours = folder / "adapt"
+    ours, same_engine = folder / "adapt", folder / "full-data"
     adapt_seconds = slearn_mlx_command("adapt", str(data), "--out", str(ours))
-    stages = read_json(ours / "stages.json")
-    our_seconds = (stages["diagnose"]["method_seconds"]
-                   + sum(stages[name]["seconds"] for name in ("restate", "select", "train") if name in stages))
+    slearn_mlx_command("adapt", str(data), "--out", str(same_engine), "--policy", "all", "--targets", "reference",
+                       "--no-check", "--epochs", "3")
     adapted = load_run(ours)
     records, training = adapted.records, adapted.records_in("train")
-    every, held_out = [r.id for r in records], [r.id for r in adapted.records_in("held_out")]
-    (folder / "data.json").write_text(json.dumps({
-        "train": [(span.tokens, span.start) for span in reference_training(tokenizer, training)[1]],
-        "epochs": torch_epochs, "out": str(folder / "torch-adapted")}))
-    torch_seconds = run("end to end", "torch + peft, all training records", folder)["seconds"]
-    slearn_mlx_command("diagnose", str(data), "--model", str(folder / "torch-adapted"), "--out", str(folder / "torch-evaluated"))
+
     def graded(path: Path) -> dict[str, dict]:
         return {row["id"]: row for row in read_rows(path)}
 
-    torch_rows = graded(folder / "torch-evaluated" / "diagnosis.jsonl")
-    our_rows = graded(ours / "evaluation.jsonl")
-    print(f"\n{data}: {len(records)} records, {len(training)} in training; torch + peft {torch_epochs} epochs on "
-          f"bare references, {CPUS} threads; adapt with its defaults ({adapt_seconds:.0f} s in all, evaluation included)")
-    print("\n| | seconds to the adapted model | / torch + peft | whole set | held out |\n|---|---|---|---|---|")
+    def seconds(run: Path) -> float:
+        return method_seconds(load_run(run).config, read_json(run / "stages.json"))["total"]
+
     base_rows = graded(ours / "diagnosis.jsonl")
-    print(f"| the model before training | - | - | {percent(accuracy(base_rows, every))} | "
-          f"{percent(accuracy(base_rows, held_out))} |")
-    for name, seconds, rows in [("slearn-mlx adapt", our_seconds, our_rows),
-                                (f"torch + peft, all {len(training)} training records", torch_seconds, torch_rows)]:
-        print(f"| {name} | {seconds:.0f} | {seconds / torch_seconds:.2f} | {percent(accuracy(rows, every))} | "
-              f"{percent(accuracy(rows, held_out))} |")
+    groups = {"whole set": [r.id for r in records],
+              "known kept": [r.id for r in training if base_rows[r.id]["correct"]],
+              "unknown learned": [r.id for r in training if not base_rows[r.id]["correct"]],
+              "held out": [r.id for r in adapted.records_in("held_out")]}
+    sides = [("the model before training", None, base_rows),
+             ("slearn-mlx adapt (defaults)", seconds(ours), graded(ours / "evaluation.jsonl")),
+             ("full-data fine-tuning, this engine", seconds(same_engine), graded(same_engine / "evaluation.jsonl"))]
+    if missing := missing_peers():
+        print(f"torch + peft left out: {', '.join(missing)} not installed (pip install -e '.[peers]')")
+    else:
+        (folder / "data.json").write_text(json.dumps({
+            "train": [(span.tokens, span.start) for span in reference_training(tokenizer, training)[1]],
+            "epochs": torch_epochs, "out": str(folder / "torch-adapted")}))
+        torch_seconds = run("end to end", "torch + peft, all training records", folder)["seconds"]
+        slearn_mlx_command("diagnose", str(data), "--model", str(folder / "torch-adapted"), "--out",
+                           str(folder / "torch-evaluated"))
+        sides.append((f"torch + peft, {torch_epochs} epochs, {CPUS} threads", torch_seconds,
+                      graded(folder / "torch-evaluated" / "diagnosis.jsonl")))
+    full = sides[2][1]
+    torch_side = sides[3][1] if len(sides) > 3 else None
+    print(f"\n{data}: {len(records)} records, {len(training)} in training ({len(groups['known kept'])} known); "
+          f"full-data fine-tuning on bare references; adapt with its defaults ({adapt_seconds:.0f} s in all, "
+          "evaluation included)")
+    print("\n| | seconds to the adapted model | / full-data, this engine | / torch + peft | "
+          + " | ".join(groups) + " |\n|---|---|---|---|" + "---|" * len(groups))
+    for name, spent, rows in sides:
+        ratios = [f"{spent / full:.2f}" if spent else "-", f"{spent / torch_side:.2f}" if spent and torch_side else "-"]
+        print(f"| {name} | {f'{spent:.0f}' if spent else '-'} | " + " | ".join(ratios) + " | "
+              + " | ".join(percent(accuracy(rows, ids)) for ids in groups.values()) + " |")
 
 
 def torch_best(round_: dict) -> float:
@@ -380,23 +400,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=64, help="default records in the LoRA epoch")
     parser.add_argument("--answer", type=int, default=64, help="shortest default questions answered in one batch")
     parser.add_argument("--end-to-end", nargs="?", const="", metavar="DATA",
-                        help="instead: adapt on DATA (default: the bundled data) against torch + peft on all its training records")
+                        help="instead: adapt on DATA (default: the bundled data) against full-data fine-tuning by this "
+                             "engine and by torch + peft (when installed) on all its training records")
     parser.add_argument("--torch-epochs", type=int, default=3, help="with --end-to-end: torch + peft's epochs")
+    parser.add_argument("--out", type=Path, help="with --end-to-end: keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.worker[0], args.worker[1], Path(args.worker[2]))
-    if missing := missing_peers():
-        print(f"benchmarks.peers: {', '.join(missing)} not installed, nothing measured. Install the peers with "
-              f"pip install -e \".[peers]\" (a CPU build of torch first: see python -m benchmarks.peers --help)")
-        return
     print_provenance("benchmarks.peers")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     if args.end_to_end is not None:
         from slearn_mlx.data import default_dataset
 
+        data = Path(args.end_to_end or default_dataset())
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            return end_to_end(data, args.torch_epochs, args.out)
         with tempfile.TemporaryDirectory() as folder:
-            return end_to_end(Path(args.end_to_end or default_dataset()), args.torch_epochs, Path(folder))
+            return end_to_end(data, args.torch_epochs, Path(folder))
+    if missing := missing_peers():
+        print(f"benchmarks.peers: {', '.join(missing)} not installed, nothing measured. Install the peers with "
+              f"pip install -e \".[peers]\" (a CPU build of torch first: see python -m benchmarks.peers --help)")
+        return
     with tempfile.TemporaryDirectory() as folder:
         prepare(Path(folder), args.train, args.answer)
         results = {work: [] for work in WORK}
