@@ -2,7 +2,8 @@
 
 Every variant answers the same records with the same model, greedy, each in a fresh process
 (OpenBLAS can only be chosen before mlx is imported), and reports records per second:
-- slearn-mlx: answer.in_process (prefix cache, whole-batch prefill, first-sentence stop, budgets);
+- slearn-mlx: answer.in_process (decode.py: prefix once, whole-batch prefill, finished rows masked,
+  first-sentence stop, budgets); and the same through mlx-lm's BatchGenerator, as the build before decode.py;
 - mlx_lm.generate, one prompt at a time, 32 new tokens at most;
 - mlx_lm.batch_generate with its defaults and a fixed 32-token budget, batches of 64;
 - slearn-mlx without OpenBLAS (MLX's reference BLAS), and with the weights left 4-bit quantized.
@@ -25,6 +26,7 @@ setup()  # OpenBLAS before mlx, as the command does (SLEARN_MLX_BLAS=reference k
 
 VARIANTS = {
     "slearn-mlx (float32, OpenBLAS)": ("ours", {}),
+    "slearn-mlx through mlx-lm's BatchGenerator": ("batch_generator", {}),
     "mlx_lm.generate, one at a time": ("generate", {}),
     "mlx_lm.batch_generate, 32 tokens": ("batch_generate", {}),
     "slearn-mlx without OpenBLAS": ("ours", {"SLEARN_MLX_BLAS": "reference"}),
@@ -42,7 +44,11 @@ def answer_all(variant: str, records, model_name: str | None) -> list[str]:
     path = resolve_model(model_name)
     # "quantized": the weights as stored (the default's: 4-bit from its GGUF), not dequantized by load_model.
     model, tokenizer = load(str(path)) if variant == "quantized" else load_model(path)
-    if variant in ("ours", "quantized"):
+    if variant == "batch_generator":  # the path decode.py replaced, which models it cannot decode still take
+        from slearn_mlx import answer
+
+        answer.plain_kv_caches = lambda model: False
+    if variant in ("ours", "quantized", "batch_generator"):
         return in_process(model, tokenizer)(records)
     prompts = [chat_tokens(tokenizer, prompt_messages(r), True) for r in records]
     if variant == "generate":
