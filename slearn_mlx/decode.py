@@ -11,7 +11,7 @@ the logits of the batch into one array per row at every step, and cannot start f
   up to the first token where the argmax differs, so its agreed tokens are taken at once, the rest of
   its columns masked out, and decoding resumes there from the pass's cache;
 - a finished row keeps its place in the batch (its output is ignored) until half of the batch has
-  finished; then the living rows are gathered once, not at each removal;
+  finished; then the living rows are gathered once, not at each removal.
 The answer is greedy decoding's own, token for token (tests/test_answer.py and test_architectures.py
 hold it against mlx-lm decoding one prompt at a time).
 """
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
+
 from .forward import Plan, before_positions
 from .mlx_lm_internals import Columns, RowsCache
 
@@ -92,7 +93,8 @@ def decode(model, plan: Plan, prefix: list[int], prompts: list[list[int]], budge
         columns.real[r, columns.filled:columns.filled + lengths[r]] = True
     hidden = before_positions(model, plan)(mx.array(inputs), cache=cache)[mx.array(read_rows), mx.array(read_at)]
     flat = pick(plan.head(hidden) if plan.head else hidden).tolist()
-    predicted = [flat[start:start + len(d) + 1] for start, d in zip(np.cumsum([0] + [len(d) + 1 for d in drafts]), drafts)]
+    starts = np.cumsum([0] + [len(d) + 1 for d in drafts])
+    predicted = [flat[start:start + len(d) + 1] for start, d in zip(starts, drafts)]
 
     next_tokens, positions = [], []
     for r, (prompt, draft) in enumerate(zip(prompts, drafts)):
