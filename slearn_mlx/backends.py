@@ -16,16 +16,8 @@ from .data import Record
 from .grade import Grader, Judge, auto_grade
 from .judge import judge, judge_on_server
 from .models import load_model, resolve_model
-from .openai_api import check_server, complete, parallel
+from .openai_api import Backend, check_server, complete, parallel
 from .prompts import MAX_NEW_TOKENS, first_answer, prompt_messages
-
-
-@dataclass
-class Backend:
-    kind: str = "mlx"  # a key of BACKENDS
-    base_url: str | None = None  # including the API prefix, e.g. http://127.0.0.1:8080/v1
-    api_key_env: str | None = None  # name of the environment variable holding the API key
-    model: str | None = None  # the name the server knows the model by; None: its default model
 
 
 def answer_on_server(backend: Backend, records: list[Record], temperature: float = 0.0,

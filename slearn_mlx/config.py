@@ -14,11 +14,12 @@ from pathlib import Path
 
 import click
 
-from .backends import BACKENDS, Backend
+from .backends import BACKENDS
 from .data import KINDS, DataError, default_dataset
 from .grade import JUDGED_KINDS
 from .judge import JUDGE_THRESHOLD
 from .models import resolve_model
+from .openai_api import Backend
 
 POLICIES = ("unknown", "all", "replay", "slick")
 TARGETS = ("own", "reference")
