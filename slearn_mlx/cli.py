@@ -8,16 +8,16 @@ from pathlib import Path
 import click
 
 from . import distributed, loop
-from .bench import bench as run_bench
-from .check import check_dataset, render_check
 from .config import POLICIES, ConfigError, Setting, config_from_options, settings
 from .config_file import ConfigFileError, option_defaults, read_config_file
 from .data import DataError
+from .data_check import check_dataset, render_check
 from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
 from .metrics import refused_records, write_metrics
 from .models import ModelError, resolve_model
 from .openai_api import ServerError
+from .policy_bench import bench as run_bench
 from .progress import LOG_FILE, configure, log_to, stage_started
 from .report import topic_split, topic_table
 from .run import RunError, create_run, default_run_dir, load_run

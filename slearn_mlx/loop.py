@@ -21,9 +21,9 @@ from .metrics import finish_metrics
 from .models import load_model
 from .probe import probe_batch
 from .progress import stage_started
-from .rows import answer_and_grade, graded, rows_for, sample_and_grade
+from .resumable_rows import answer_and_grade, graded, rows_for, sample_and_grade
 from .run import STAGES, Run, RunError, create_run, finished_stages, load_run, mark_finished
-from .select import select_records
+from .selection import select_records
 from .targets import restate as restated
 from .train import Check, Example, train_lora, word_for_word
 
