@@ -20,7 +20,7 @@ from .openai_api import ServerError
 from .policy_bench import bench as run_bench
 from .progress import LOG_FILE, configure, log_to, stage_started
 from .report import topic_split, topic_table
-from .run import RunError, create_run, default_run_dir, load_run
+from .run import RunError, create_run, default_run_dir, load_config, load_run
 from .train import TrainingError
 
 log = logging.getLogger("slearn_mlx")
@@ -139,8 +139,7 @@ def cli():
 @processes_option
 def adapt(**options):
     """Run the whole loop on DATA (default: the bundled dataset): diagnose, select, train, evaluate."""
-    run_dir = start_run(**options)
-    print_summary(loop.adapt(load_run(run_dir).config, run_dir))
+    print_summary(loop.run_stages(start_run(**options)))
 
 
 @cli.command()
@@ -203,7 +202,7 @@ def check(path, model, max_seq_length, skip_invalid):
 def train(run):
     """Select the records of a diagnosed RUN folder and train a LoRA adapter on them."""
     log_into(run)
-    for stage in loop.stages_for(load_run(run).config):
+    for stage in loop.stages_for(load_config(run)):
         if stage in ("sample", "restate", "select", "train"):
             stage_started(stage)
             loop.STAGE_FUNCTIONS[stage](run)

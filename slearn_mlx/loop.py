@@ -20,7 +20,7 @@ from .models import load_model
 from .probe import probe_batch
 from .progress import stage_started
 from .resumable_rows import answer_and_grade, rows_for, sample_and_grade
-from .run import STAGES, Run, RunError, create_run, finished_stages, load_run, mark_finished
+from .run import STAGES, Run, RunError, create_run, finished_stages, load_config, load_run, mark_finished
 from .selection import select_records
 from .targets import restate as restated
 from .train import Example, graded_check, train_lora
@@ -152,11 +152,17 @@ def stages_for(config: RunConfig) -> list[str]:
     return [s for s in STAGES if not skipped.get(s)]
 
 
-def adapt(config: RunConfig, run_dir: Path) -> dict:
-    """The whole loop; stages already finished in run_dir are not redone."""
-    distributed.on_main(create_run, config, run_dir)
-    for stage in stages_for(config):
+def run_stages(run_dir: Path) -> dict:
+    """Every stage of the run folder that is not finished yet, in order; the run's metrics."""
+    for stage in stages_for(load_config(run_dir)):
         if stage not in finished_stages(run_dir):
             stage_started(stage)
             STAGE_FUNCTIONS[stage](run_dir)
     return finish_metrics(run_dir)
+
+
+def adapt(config: RunConfig, run_dir: Path) -> dict:
+    """The whole loop: the run folder made (or reopened, when it holds this configuration), then its
+    stages; those already finished are not redone."""
+    distributed.on_main(create_run, config, run_dir)
+    return run_stages(run_dir)

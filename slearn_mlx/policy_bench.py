@@ -17,7 +17,7 @@ from pathlib import Path
 from . import distributed
 from .artifacts import write_atomic, write_json
 from .config import RunConfig
-from .loop import adapt
+from .loop import run_stages
 from .report import percent
 from .run import create_run, finished_stages, write_stage
 
@@ -44,7 +44,7 @@ def adapt_sharing_diagnosis(config: RunConfig, run_dir: Path, source: Path, forc
     here if source is run_dir)."""
     distributed.on_main(create_run, config, run_dir, force, skip_invalid)
     distributed.on_main(share_stages, source, run_dir)
-    return adapt(config, run_dir)
+    return run_stages(run_dir)
 
 
 def accuracies(metrics: dict, when: str) -> dict:
