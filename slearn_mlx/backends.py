@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .answer import Answerer, in_process
 from .data import Record
-from .grade import Grader, Judge, auto_grade
+from .grade import Grader, Judge, auto_grade, graders_by_kind
 from .judge import judge, judge_on_server
 from .models import load_model, resolve_model
 from .openai_api import Backend, check_server, complete, parallel
@@ -71,13 +71,14 @@ BACKENDS = {"mlx": BackendKind(in_process_answerer, in_process_judge, remote=Fal
 
 
 def grader(config, loaded=None) -> Grader:
-    """auto_grade with the run's judge. `loaded` is the (model, tokenizer) of the run's model when it
-    is already in memory: the default judge, which then needs no second copy."""
+    """auto_grade with the run's judge and graders. `loaded` is the (model, tokenizer) of the run's model
+    when it is already in memory: the default judge, which then needs no second copy."""
     run_judge = BACKENDS[config.judge_backend.kind].judge(config.judge_backend, config.judge_model or config.model,
                                                        config.judge_threshold, config.concurrency,
                                                        None if config.judge_model else loaded)
     judged_kinds = frozenset(config.judge_kinds)
-    return lambda records, responses: auto_grade(records, responses, run_judge, judged_kinds)
+    graders = graders_by_kind(config.graders)
+    return lambda records, responses: auto_grade(records, responses, run_judge, judged_kinds, graders)
 
 
 def base_answerer_and_grader(config) -> tuple[Answerer, Grader]:

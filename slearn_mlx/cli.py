@@ -17,6 +17,7 @@ from .gguf import GGUFImportError
 from .metrics import refused_records, write_metrics
 from .models import ModelError, resolve_model
 from .openai_api import ServerError
+from .plugins import PluginError
 from .policy_bench import bench as run_bench
 from .progress import LOG_FILE, configure, log_to, stage_started
 from .report import topic_split, topic_table
@@ -26,7 +27,7 @@ from .train import TrainingError
 log = logging.getLogger("slearn_mlx")
 
 USER_ERRORS = (DataError, ModelError, GGUFImportError, ConfigError, RunError, TrainingError, ConfigFileError,
-               ServerError)
+               ServerError, PluginError)
 
 
 def use_config_file(ctx, param, path):

@@ -16,7 +16,7 @@ import click
 
 from .backends import BACKENDS
 from .data import KINDS, DataError, default_dataset
-from .grade import JUDGED_KINDS
+from .grade import GRADERS, JUDGED_KINDS, graders_by_kind
 from .judge import JUDGE_THRESHOLD
 from .models import resolve_model
 from .openai_api import Backend
@@ -133,6 +133,10 @@ class RunConfig:
                                     help="probe: mean log-probability of the reference at which a record counts as "
                                          "known.")
     answer_batch_size: int = option(64, "--answer-batch-size", type=click.IntRange(1))
+    graders: list[str] = option([], "--grader", multiple=True,
+                                help="KIND=NAME: grade the records of this kind with this grader instead of the rule "
+                                     f"picked for each (repeatable): {', '.join(GRADERS.names())}, or one a package "
+                                     "declares under the entry points slearn_mlx.graders.")
     # None: the model being adapted, without its adapter.
     judge_model: str | None = option(None, "--judge-model", help="Model that grades the --judge-kind records "
                                                                  "[default: --model].")
@@ -164,21 +168,23 @@ class RunConfig:
         select = SelectConfig(**{**obj["select"], "slick_keep": tuple(obj["select"]["slick_keep"])})
         backends = {name: Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
         train = TrainConfig(**{**ADDED_LATER["train"], **obj["train"]})
-        return cls(**{**obj, "select": select, "train": train, **backends})
+        return cls(**{**ADDED_LATER[None], **obj, "select": select, "train": train, **backends})
 
     def to_json(self) -> dict:
         """As config.json holds it (tuples become lists), so a reread config compares equal. A setting added
         later is left out while it has the value that runs made before it had, so their folders reopen."""
         obj = json.loads(json.dumps({**asdict(self), "data_sha256": file_digest(Path(self.data))}))
         for part, added in ADDED_LATER.items():
+            holder = obj[part] if part else obj
             for name, value in added.items():
-                if obj[part][name] == value:
-                    del obj[part][name]
+                if holder[name] == value:
+                    del holder[name]
         return obj
 
 
-# Settings added after config.json was first written, with the value that reproduces runs made before them.
-ADDED_LATER = {"train": {"recheck": 1.0}}
+# Settings added after config.json was first written, by the part that holds them (None: RunConfig's own),
+# with the value that reproduces runs made before them.
+ADDED_LATER = {None: {"graders": []}, "train": {"recheck": 1.0}}
 
 
 @dataclass(frozen=True)
@@ -254,4 +260,11 @@ def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
             raise ConfigError(f"{name} {backend.kind} needs the server's URL (--base-url / --judge-base-url)")
     if config.diagnosis == "probe" and BACKENDS[config.backend.kind].remote:
         raise ConfigError("--diagnosis probe scores the reference inside the model: it needs --backend mlx")
+    chosen = graders_by_kind(config.graders)
+    if len(chosen) < len(config.graders) or not set(chosen) <= set(KINDS) or not all(chosen.values()):
+        raise ConfigError(f"--grader {' '.join(config.graders)}: give KIND=NAME, once per kind of {', '.join(KINDS)}")
+    if judged := set(chosen) & set(config.judge_kinds):
+        raise ConfigError(f"--grader and --judge-kind both name {', '.join(sorted(judged))}: a kind is graded one way")
+    for name in chosen.values():
+        GRADERS[name]  # an unknown grader, or a plug-in that cannot be loaded, stops the run before any work
     return config

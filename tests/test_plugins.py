@@ -1,0 +1,84 @@
+"""Plug-ins: a package installed beside slearn-mlx adds a grader by name, and a run grades through it."""
+
+from importlib import import_module
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import qa_rows, write_jsonl
+from slearn_mlx.answer import answer_batch
+from slearn_mlx.artifacts import read_json, read_rows
+from slearn_mlx.cli import cli
+from slearn_mlx.data import parse_record
+from slearn_mlx.grade import GRADERS
+from slearn_mlx.models import load_model
+
+# A domain's grader: codes compared whatever their case, spaces and dots ("a01 1" is A01.1).
+PACKAGE = '''
+def code(text):
+    return "".join(c for c in text.upper() if c.isalnum())
+
+
+def icd10(response, record):
+    return bool(code(response)) and code(response) == code(record.answer)
+'''
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """The package as pip installs it: its module, and a dist-info folder whose entry points declare it."""
+    site = tmp_path / "site"
+    info = site / "icd_grading-1.0.dist-info"
+    info.mkdir(parents=True)
+    (site / "icd_grading.py").write_text(PACKAGE)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: icd-grading\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[slearn_mlx.graders]\nicd10 = icd_grading:icd10\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(GRADERS, "loaded", {})  # the plug-in is forgotten after the test
+    return site
+
+
+def diagnose(data, model, out, *extra):
+    return CliRunner().invoke(cli, ["diagnose", str(data), "--model", str(model), "--out", str(out), *extra])
+
+
+def test_a_grader_of_an_installed_package_grades_its_kind(installed, tiny_model, tmp_path):
+    # References that are the model's own answers written as codes: run together and in capitals.
+    model, tokenizer = load_model(tiny_model)
+    rows = [{**row, "kind": "short"} for row in qa_rows(8)]
+    said = answer_batch(model, tokenizer, [parse_record(row, "row") for row in rows])
+    rows = [{**row, "answer": answer.replace(" ", "").upper() or "-"} for row, answer in zip(rows, said)]
+    rows.append({"question": "Which is red?\nA) red\nB) blue", "answer": "A", "kind": "mcq"})
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+
+    result = diagnose(data, tiny_model, tmp_path / "rules")
+    assert result.exit_code == 0, result.output
+    result = diagnose(data, tiny_model, tmp_path / "plugin", "--grader", "short=icd10")
+    assert result.exit_code == 0, result.output
+
+    assert read_json(tmp_path / "plugin" / "config.json")["graders"] == ["short=icd10"]
+    assert "graders" not in read_json(tmp_path / "rules" / "config.json")  # as config.json was before --grader
+    by_rules = {row["id"]: row for row in read_rows(tmp_path / "rules" / "diagnosis.jsonl")}
+    records = {r["id"]: r for r in read_rows(tmp_path / "plugin" / "records.jsonl")}
+    plugin = read_rows(tmp_path / "plugin" / "diagnosis.jsonl")
+    icd10 = import_module("icd_grading").icd10
+    for row in plugin:
+        record = parse_record(records[row["id"]]["raw"], "row")
+        assert row["response"] == by_rules[row["id"]]["response"]  # the same answers, graded otherwise
+        if record.kind == "short":
+            assert row["grader"] == "icd10"
+            assert row["correct"] == (icd10(row["response"], record) and not row["unsure"])
+        else:
+            assert row["grader"] == by_rules[row["id"]]["grader"] == "option_letter"
+    assert any(row["correct"] != by_rules[row["id"]]["correct"] for row in plugin)  # the plug-in decided
+
+
+@pytest.mark.parametrize("grader, problem", [("short=nosuch", "unknown grader 'nosuch'; choose one of .*icd10"),
+                                             ("brief=icd10", "give KIND=NAME, once per kind of short, mcq, long"),
+                                             ("short", "give KIND=NAME")])
+def test_a_grader_no_package_has_is_refused_before_any_work(installed, tiny_model, tmp_path, grader, problem):
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(2))
+    result = diagnose(data, tiny_model, tmp_path / "run", "--grader", grader)
+    assert result.exit_code != 0 and not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=problem):
+        raise result.exception
