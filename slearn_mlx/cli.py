@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import distributed, loop
-from .config import POLICIES, ConfigError, Setting, config_from_options, settings
+from .config import ConfigError, Setting, config_from_options, settings
 from .config_file import ConfigFileError, option_defaults, read_config_file
 from .data import DataError
 from .data_check import check_dataset, render_check
@@ -22,6 +22,7 @@ from .policy_bench import bench as run_bench
 from .progress import LOG_FILE, configure, log_to, stage_started
 from .report import topic_split, topic_table
 from .run import RunError, create_run, default_run_dir, load_config, load_run
+from .selection import POLICIES
 from .train import TrainingError
 
 log = logging.getLogger("slearn_mlx")
@@ -230,8 +231,9 @@ def evaluate(run):
 def bench(policies, out, force, config_file, skip_invalid, **options):
     """Compare selection policies on DATA with the same model, seed and splits (the paper's experiment)."""
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    if unknown := [p for p in names if p not in POLICIES]:
-        raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
+    if unknown := [p for p in names if p not in POLICIES.names()]:
+        raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES.names())}",
+                                 param_hint="--policies")
     config = config_from_options(**options)
     bench_dir = out or default_run_dir(config, label="bench")
     if distributed.is_main():

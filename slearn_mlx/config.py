@@ -20,9 +20,8 @@ from .grade import GRADERS, JUDGED_KINDS, graders_by_kind
 from .judge import JUDGE_THRESHOLD
 from .models import resolve_model
 from .openai_api import Backend
-
-POLICIES = ("unknown", "all", "replay", "slick")
-TARGETS = ("own", "reference")
+from .selection import POLICIES
+from .targets import TARGETS
 
 
 class ConfigError(ValueError):
@@ -52,9 +51,10 @@ class SelectConfig:
     # replay by default: on the default data it kept more of what the model knew and scored best on
     # the whole set (bench, README "Comparing policies"); `unknown` is the paper's rule, for comparison.
     policy: str = option(
-        "replay", "--policy", type=click.Choice(POLICIES),
+        "replay", "--policy", type=click.Choice(POLICIES.names()),
         help="unknown: what the model got wrong (SLearnLLM); all: everything; replay: unknown plus a share of "
-             "the known; slick: by SliCK category from sampled answers.")
+             "the known; slick: by SliCK category from sampled answers; or one a package declares under the entry "
+             "points slearn_mlx.policies.")
     # Share of the known training records replayed: with a learning rate of 1e-4, 0.75 kept the most of
     # the known on the default data and two shared sets under the previous loop (bare references);
     # not measured again since (README "Choosing the defaults").

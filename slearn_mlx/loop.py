@@ -21,7 +21,7 @@ from .probe import probe_batch
 from .progress import stage_started
 from .resumable_rows import answer_and_grade, rows_for, sample_and_grade
 from .run import STAGES, Run, RunError, create_run, finished_stages, load_config, load_run, mark_finished
-from .selection import select_records
+from .selection import POLICIES, select_records
 from .targets import restate as restated
 from .train import Example, graded_check, train_lora
 
@@ -148,7 +148,7 @@ STAGE_FUNCTIONS = {"diagnose": diagnose, "sample": sample, "restate": restate, "
 
 
 def stages_for(config: RunConfig) -> list[str]:
-    skipped = {"sample": config.select.policy != "slick", "restate": config.select.targets != "own"}
+    skipped = {"sample": not POLICIES[config.select.policy].samples, "restate": config.select.targets != "own"}
     return [s for s in STAGES if not skipped.get(s)]
 
 

@@ -20,6 +20,7 @@ from .config import RunConfig
 from .loop import run_stages
 from .report import percent
 from .run import create_run, finished_stages, write_stage
+from .selection import POLICIES
 
 ACCURACY_COLUMNS = ("whole_set", "known", "unknown", "held_out")
 
@@ -55,7 +56,7 @@ def accuracies(metrics: dict, when: str) -> dict:
 def method_seconds(config: RunConfig, stages: dict) -> dict:
     """What the method spent: answering before training, and training with its checks."""
     diagnose = stages["diagnose"]
-    needs_answers = config.select.policy != "all" or config.select.targets == "own"
+    needs_answers = POLICIES[config.select.policy].by_diagnosis or config.select.targets == "own"
     diagnosis = diagnose.get("method_seconds", diagnose["seconds"]) if needs_answers else 0.0
     diagnosis += stages.get("sample", {}).get("seconds", 0.0)
     restate = stages.get("restate", {}).get("seconds", 0.0) if config.select.targets == "own" else 0.0

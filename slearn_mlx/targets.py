@@ -17,6 +17,7 @@ from .data import Record
 from .grade import Grader, reference_text
 from .resumable_rows import graded
 
+TARGETS = ("own", "reference")  # --targets
 HINT = "The correct answer is: {}. Answer the question in your usual way."
 
 

@@ -1,19 +1,24 @@
-"""Plug-ins: a package installed beside slearn-mlx adds a grader by name, and a run grades through it."""
+"""Plug-ins: a package installed beside slearn-mlx adds a grader and a selection policy by name, and a run
+grades and selects through them."""
 
+import os
+import subprocess
+import sys
 from importlib import import_module
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import qa_rows, write_jsonl
+from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx.answer import answer_batch
 from slearn_mlx.artifacts import read_json, read_rows
 from slearn_mlx.cli import cli
 from slearn_mlx.data import parse_record
 from slearn_mlx.grade import GRADERS
 from slearn_mlx.models import load_model
+from slearn_mlx.selection import POLICIES
 
-# A domain's grader: codes compared whatever their case, spaces and dots ("a01 1" is A01.1).
+# A domain's grader, codes compared whatever their case, spaces and dots ("a01 1" is A01.1), and a policy.
 PACKAGE = '''
 def code(text):
     return "".join(c for c in text.upper() if c.isalnum())
@@ -21,20 +26,32 @@ def code(text):
 
 def icd10(response, record):
     return bool(code(response)) and code(response) == code(record.answer)
+
+
+def first_two(records, diagnosis, config, seed):
+    return [(i < 2, "one of the first two") for i in range(len(records))]
 '''
+ENTRY_POINTS = """
+[slearn_mlx.graders]
+icd10 = my_domain:icd10
+
+[slearn_mlx.policies]
+first_two = my_domain:first_two
+"""
 
 
 @pytest.fixture
 def installed(tmp_path, monkeypatch):
     """The package as pip installs it: its module, and a dist-info folder whose entry points declare it."""
     site = tmp_path / "site"
-    info = site / "icd_grading-1.0.dist-info"
+    info = site / "my_domain-1.0.dist-info"
     info.mkdir(parents=True)
-    (site / "icd_grading.py").write_text(PACKAGE)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: icd-grading\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[slearn_mlx.graders]\nicd10 = icd_grading:icd10\n")
+    (site / "my_domain.py").write_text(PACKAGE)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-domain\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(GRADERS, "loaded", {})  # the plug-in is forgotten after the test
+    for registry in (GRADERS, POLICIES):
+        monkeypatch.setattr(registry, "loaded", {})  # the plug-ins are forgotten after the test
     return site
 
 
@@ -61,7 +78,7 @@ def test_a_grader_of_an_installed_package_grades_its_kind(installed, tiny_model,
     by_rules = {row["id"]: row for row in read_rows(tmp_path / "rules" / "diagnosis.jsonl")}
     records = {r["id"]: r for r in read_rows(tmp_path / "plugin" / "records.jsonl")}
     plugin = read_rows(tmp_path / "plugin" / "diagnosis.jsonl")
-    icd10 = import_module("icd_grading").icd10
+    icd10 = import_module("my_domain").icd10
     for row in plugin:
         record = parse_record(records[row["id"]]["raw"], "row")
         assert row["response"] == by_rules[row["id"]]["response"]  # the same answers, graded otherwise
@@ -82,3 +99,15 @@ def test_a_grader_no_package_has_is_refused_before_any_work(installed, tiny_mode
     assert result.exit_code != 0 and not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match=problem):
         raise result.exception
+
+
+def test_a_policy_of_an_installed_package_chooses_what_the_first_epoch_trains(installed, tiny_model, tmp_path):
+    """In a command started with the package installed, which offers the policy as a choice of --policy."""
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(12))
+    command = [sys.executable, "-m", "slearn_mlx", "adapt", str(data), "--model", str(tiny_model), "--out",
+               str(tmp_path / "run"), "--policy", "first_two", "--epochs", "1", "--batch-size", "4"]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(installed)})
+    selection = read_rows(tmp_path / "run" / "selection.jsonl")
+    assert [row["selected"] for row in selection] == [True, True] + [False] * (len(selection) - 2)
+    assert all("one of the first two" in row["reason"] for row in selection)
+    assert "sample" not in read_json(tmp_path / "run" / "stages.json")  # it reads no sampled answers
