@@ -4,7 +4,8 @@ server at --base-url serving the same model. The kinds are told apart here and n
 A server is asked the same chat messages with the same token budgets as the model in this process,
 at temperature 0, and its answers get the same cut (a short answer ends after its first sentence),
 so a server running the same model gives the same rows. The evaluation and the check after each
-epoch answer in this process whatever the backend: the adapter in training is on no server.
+epoch answer in this process whatever the backend: the adapter in training is on no server. A package
+can add a backend of its own (BACKENDS).
 """
 
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from .grade import Grader, Judge, auto_grade, graders_by_kind
 from .judge import judge, judge_on_server
 from .models import load_model, resolve_model
 from .openai_api import Backend, check_server, complete, parallel
+from .plugins import Registry
 from .prompts import MAX_NEW_TOKENS, first_answer, prompt_messages
 
 
@@ -66,8 +68,10 @@ class BackendKind:
     remote: bool  # reached at a base URL: the model is not in this process
 
 
-BACKENDS = {"mlx": BackendKind(in_process_answerer, in_process_judge, remote=False),
-            "openai": BackendKind(server_answerer, server_judge, remote=True)}
+# By --backend's name; a package adds its own under the entry-point group slearn_mlx.backends (plugins.py).
+BACKENDS = Registry("backend", "slearn_mlx.backends", BackendKind, {
+    "mlx": BackendKind(in_process_answerer, in_process_judge, remote=False),
+    "openai": BackendKind(server_answerer, server_judge, remote=True)})
 
 
 def grader(config, loaded=None) -> Grader:

@@ -109,7 +109,7 @@ def backend_options(prefix: str, kind: str, base_url: str, api_key_env: str, ser
     def flag(name: str) -> tuple[str, ...]:
         return ("--" + (prefix + name).replace("_", "-"),)
 
-    return {"kind": Option(flag("backend"), kind, click.Choice(tuple(BACKENDS)), name=f"{prefix}backend"),
+    return {"kind": Option(flag("backend"), kind, click.Choice(BACKENDS.names()), name=f"{prefix}backend"),
             "base_url": Option(flag("base_url"), base_url, name=f"{prefix}base_url"),
             "api_key_env": Option(flag("api_key_env"), api_key_env, name=f"{prefix}api_key_env"),
             "model": Option(flag("served_model"), served_model, name=f"{prefix}served_model")}
@@ -150,13 +150,14 @@ class RunConfig:
     backend: Backend = field(default_factory=Backend, metadata={"options": backend_options(
         "",
         kind="Who answers in the diagnosis: mlx, the model in this process; openai, a server at --base-url serving "
-             "the same model (evaluation always answers in-process, with the adapter).",
+             "the same model; or one a package declares under the entry points slearn_mlx.backends (evaluation "
+             "always answers in-process, with the adapter).",
         base_url="openai backend: the API's URL, e.g. http://127.0.0.1:8080/v1.",
         api_key_env="openai backend: environment variable holding the API key.",
         served_model="openai backend: the name the server knows the model by [default: the server's own model].")})
     judge_backend: Backend = field(default_factory=Backend, metadata={"options": backend_options(
         "judge_",
-        kind="Who judges free-form answers: mlx (--judge-model in this process) or openai.",
+        kind="Who judges free-form answers: mlx (--judge-model in this process), openai, or a package's.",
         base_url="openai judge backend: the API's URL.",
         api_key_env="openai judge backend: environment variable holding the API key.",
         served_model="openai judge backend: the name the server knows the judge by.")})

@@ -1,5 +1,5 @@
-"""Plug-ins: a package installed beside slearn-mlx adds a grader and a selection policy by name, and a run
-grades and selects through them."""
+"""Plug-ins: a package installed beside slearn-mlx adds a grader, a selection policy and a backend by name,
+and a run grades, selects and answers through them."""
 
 import os
 import subprocess
@@ -12,14 +12,19 @@ from click.testing import CliRunner
 from conftest import REPO, qa_rows, write_jsonl
 from slearn_mlx.answer import answer_batch
 from slearn_mlx.artifacts import read_json, read_rows
+from slearn_mlx.backends import BACKENDS
 from slearn_mlx.cli import cli
 from slearn_mlx.data import parse_record
 from slearn_mlx.grade import GRADERS
 from slearn_mlx.models import load_model
 from slearn_mlx.selection import POLICIES
 
-# A domain's grader, codes compared whatever their case, spaces and dots ("a01 1" is A01.1), and a policy.
+# A domain's grader, codes compared whatever their case, spaces and dots ("a01 1" is A01.1); a policy; and a
+# backend whose answers are the references.
 PACKAGE = '''
+from slearn_mlx.backends import BackendKind, in_process_judge
+
+
 def code(text):
     return "".join(c for c in text.upper() if c.isalnum())
 
@@ -30,6 +35,13 @@ def icd10(response, record):
 
 def first_two(records, diagnosis, config, seed):
     return [(i < 2, "one of the first two") for i in range(len(records))]
+
+
+def reference_answerer(backend, model, concurrency):
+    return (lambda records, temperature=0.0: [r.answer for r in records]), None
+
+
+reciter = BackendKind(reference_answerer, in_process_judge, remote=False)  # says every record's reference
 '''
 ENTRY_POINTS = """
 [slearn_mlx.graders]
@@ -37,6 +49,9 @@ icd10 = my_domain:icd10
 
 [slearn_mlx.policies]
 first_two = my_domain:first_two
+
+[slearn_mlx.backends]
+reciter = my_domain:reciter
 """
 
 
@@ -50,7 +65,7 @@ def installed(tmp_path, monkeypatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-domain\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(ENTRY_POINTS)
     monkeypatch.syspath_prepend(str(site))
-    for registry in (GRADERS, POLICIES):
+    for registry in (GRADERS, POLICIES, BACKENDS):
         monkeypatch.setattr(registry, "loaded", {})  # the plug-ins are forgotten after the test
     return site
 
@@ -101,13 +116,26 @@ def test_a_grader_no_package_has_is_refused_before_any_work(installed, tiny_mode
         raise result.exception
 
 
+def run_command(site, *args):
+    """The command as a user runs it, started with the package installed: --policy and --backend offer its names."""
+    return subprocess.run([sys.executable, "-m", "slearn_mlx", *map(str, args)], cwd=REPO, check=True,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)})
+
+
 def test_a_policy_of_an_installed_package_chooses_what_the_first_epoch_trains(installed, tiny_model, tmp_path):
-    """In a command started with the package installed, which offers the policy as a choice of --policy."""
     data = write_jsonl(tmp_path / "data.jsonl", qa_rows(12))
-    command = [sys.executable, "-m", "slearn_mlx", "adapt", str(data), "--model", str(tiny_model), "--out",
-               str(tmp_path / "run"), "--policy", "first_two", "--epochs", "1", "--batch-size", "4"]
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(installed)})
+    run_command(installed, "adapt", data, "--model", tiny_model, "--out", tmp_path / "run", "--policy", "first_two",
+                "--epochs", "1", "--batch-size", "4")
     selection = read_rows(tmp_path / "run" / "selection.jsonl")
     assert [row["selected"] for row in selection] == [True, True] + [False] * (len(selection) - 2)
     assert all("one of the first two" in row["reason"] for row in selection)
     assert "sample" not in read_json(tmp_path / "run" / "stages.json")  # it reads no sampled answers
+
+
+def test_a_backend_of_an_installed_package_answers_the_diagnosis(installed, tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", qa_rows(6))
+    result = run_command(installed, "diagnose", data, "--model", tiny_model, "--out", tmp_path / "run", "--backend",
+                         "reciter")
+    assert "6 of 6 answered correctly" in result.stdout
+    records = {row["id"]: row for row in read_rows(tmp_path / "run" / "records.jsonl")}
+    assert all(row["response"] == records[row["id"]]["answer"] for row in read_rows(tmp_path / "run" / "diagnosis.jsonl"))
