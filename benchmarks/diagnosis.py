@@ -23,7 +23,7 @@ setup()  # OpenBLAS before mlx, as the command does (SLEARN_MLX_BLAS=reference k
 import mlx.core as mx
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
-from slearn_mlx.rows import answer_and_grade, rows_for
+from slearn_mlx.resumable_rows import answer_and_grade, rows_for
 from slearn_mlx.grade import auto_grade
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.probe import probe_batch

@@ -324,7 +324,7 @@ def end_to_end(data: Path, torch_epochs: int, folder: Path) -> None:
     (`adapt --policy all --targets reference --no-check --epochs 3`) and by torch + peft (when installed).
     The time to the adapted model and the accuracy each reaches, graded alike."""
     from slearn_mlx.artifacts import read_json, read_rows
-    from slearn_mlx.bench import method_seconds
+    from slearn_mlx.policy_bench import method_seconds
     from slearn_mlx.metrics import accuracy
     from slearn_mlx.report import percent
     from slearn_mlx.run import load_run

@@ -26,7 +26,7 @@ blas.setup()  # OpenBLAS before mlx, as the command does (SLEARN_MLX_BLAS=refere
 from slearn_mlx.distributed import free_port
 from slearn_mlx.answer import in_process
 from slearn_mlx.data import default_dataset, load_records
-from slearn_mlx.rows import answer_and_grade
+from slearn_mlx.resumable_rows import answer_and_grade
 from slearn_mlx.grade import auto_grade
 from slearn_mlx.models import load_model, resolve_model
 from slearn_mlx.backends import Backend, answer_on_server

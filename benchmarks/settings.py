@@ -20,7 +20,7 @@ from slearn_mlx.blas import setup
 setup()  # OpenBLAS before mlx, as the command does
 
 from slearn_mlx.artifacts import write_atomic, write_json
-from slearn_mlx.bench import ACCURACY_COLUMNS, accuracies, adapt_sharing_diagnosis, method_seconds
+from slearn_mlx.policy_bench import ACCURACY_COLUMNS, accuracies, adapt_sharing_diagnosis, method_seconds
 from slearn_mlx.config import RunConfig, resolve_config
 from slearn_mlx.report import percent
 

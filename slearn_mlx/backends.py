@@ -4,7 +4,8 @@ server at --base-url serving the same model. The kinds are told apart here and n
 A server is asked the same chat messages with the same token budgets as the model in this process,
 at temperature 0, and its answers get the same cut (a short answer ends after its first sentence),
 so a server running the same model gives the same rows. The evaluation and the check after each
-epoch answer in this process whatever the backend: the adapter in training is on no server.
+epoch answer in this process whatever the backend: the adapter in training is on no server. A package
+can add a backend of its own (BACKENDS).
 """
 
 from collections.abc import Callable
@@ -13,19 +14,12 @@ from pathlib import Path
 
 from .answer import Answerer, in_process
 from .data import Record
-from .grade import Grader, Judge, auto_grade
+from .grade import Grader, Judge, auto_grade, graders_by_kind
 from .judge import judge, judge_on_server
 from .models import load_model, resolve_model
-from .openai_api import check_server, complete, parallel
+from .openai_api import Backend, check_server, complete, parallel
+from .plugins import Registry
 from .prompts import MAX_NEW_TOKENS, first_answer, prompt_messages
-
-
-@dataclass
-class Backend:
-    kind: str = "mlx"  # a key of BACKENDS
-    base_url: str | None = None  # including the API prefix, e.g. http://127.0.0.1:8080/v1
-    api_key_env: str | None = None  # name of the environment variable holding the API key
-    model: str | None = None  # the name the server knows the model by; None: its default model
 
 
 def answer_on_server(backend: Backend, records: list[Record], temperature: float = 0.0,
@@ -74,18 +68,21 @@ class BackendKind:
     remote: bool  # reached at a base URL: the model is not in this process
 
 
-BACKENDS = {"mlx": BackendKind(in_process_answerer, in_process_judge, remote=False),
-            "openai": BackendKind(server_answerer, server_judge, remote=True)}
+# By --backend's name; a package adds its own under the entry-point group slearn_mlx.backends (plugins.py).
+BACKENDS = Registry("backend", "slearn_mlx.backends", BackendKind, {
+    "mlx": BackendKind(in_process_answerer, in_process_judge, remote=False),
+    "openai": BackendKind(server_answerer, server_judge, remote=True)})
 
 
 def grader(config, loaded=None) -> Grader:
-    """auto_grade with the run's judge. `loaded` is the (model, tokenizer) of the run's model when it
-    is already in memory: the default judge, which then needs no second copy."""
+    """auto_grade with the run's judge and graders. `loaded` is the (model, tokenizer) of the run's model
+    when it is already in memory: the default judge, which then needs no second copy."""
     run_judge = BACKENDS[config.judge_backend.kind].judge(config.judge_backend, config.judge_model or config.model,
                                                        config.judge_threshold, config.concurrency,
                                                        None if config.judge_model else loaded)
     judged_kinds = frozenset(config.judge_kinds)
-    return lambda records, responses: auto_grade(records, responses, run_judge, judged_kinds)
+    graders = graders_by_kind(config.graders)
+    return lambda records, responses: auto_grade(records, responses, run_judge, judged_kinds, graders)
 
 
 def base_answerer_and_grader(config) -> tuple[Answerer, Grader]:

@@ -8,25 +8,27 @@ from pathlib import Path
 import click
 
 from . import distributed, loop
-from .bench import bench as run_bench
-from .check import check_dataset, render_check
-from .config import POLICIES, ConfigError, Setting, config_from_options, settings
+from .config import ConfigError, Setting, config_from_options, settings
 from .config_file import ConfigFileError, option_defaults, read_config_file
 from .data import DataError
+from .data_check import check_dataset, render_check
 from .fuse import GGUF_NAME, fuse_run
 from .gguf import GGUFImportError
 from .metrics import refused_records, write_metrics
 from .models import ModelError, resolve_model
 from .openai_api import ServerError
+from .plugins import PluginError
+from .policy_bench import bench as run_bench
 from .progress import LOG_FILE, configure, log_to, stage_started
 from .report import topic_split, topic_table
-from .run import RunError, create_run, default_run_dir, load_run
+from .run import RunError, create_run, default_run_dir, load_config, load_run
+from .selection import POLICIES
 from .train import TrainingError
 
 log = logging.getLogger("slearn_mlx")
 
 USER_ERRORS = (DataError, ModelError, GGUFImportError, ConfigError, RunError, TrainingError, ConfigFileError,
-               ServerError)
+               ServerError, PluginError)
 
 
 def use_config_file(ctx, param, path):
@@ -139,8 +141,7 @@ def cli():
 @processes_option
 def adapt(**options):
     """Run the whole loop on DATA (default: the bundled dataset): diagnose, select, train, evaluate."""
-    run_dir = start_run(**options)
-    print_summary(loop.adapt(load_run(run_dir).config, run_dir))
+    print_summary(loop.run_stages(start_run(**options)))
 
 
 @cli.command()
@@ -203,7 +204,7 @@ def check(path, model, max_seq_length, skip_invalid):
 def train(run):
     """Select the records of a diagnosed RUN folder and train a LoRA adapter on them."""
     log_into(run)
-    for stage in loop.stages_for(load_run(run).config):
+    for stage in loop.stages_for(load_config(run)):
         if stage in ("sample", "restate", "select", "train"):
             stage_started(stage)
             loop.STAGE_FUNCTIONS[stage](run)
@@ -230,8 +231,9 @@ def evaluate(run):
 def bench(policies, out, force, config_file, skip_invalid, **options):
     """Compare selection policies on DATA with the same model, seed and splits (the paper's experiment)."""
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    if unknown := [p for p in names if p not in POLICIES]:
-        raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
+    if unknown := [p for p in names if p not in POLICIES.names()]:
+        raise click.BadParameter(f"unknown policies {unknown}; choose from {', '.join(POLICIES.names())}",
+                                 param_hint="--policies")
     config = config_from_options(**options)
     bench_dir = out or default_run_dir(config, label="bench")
     if distributed.is_main():

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import click
 
-from .backends import BACKENDS, Backend
+from .backends import BACKENDS
 from .data import KINDS, DataError, default_dataset
-from .grade import JUDGED_KINDS
+from .grade import GRADERS, JUDGED_KINDS, graders_by_kind
 from .judge import JUDGE_THRESHOLD
 from .models import resolve_model
-
-POLICIES = ("unknown", "all", "replay", "slick")
-TARGETS = ("own", "reference")
+from .openai_api import Backend
+from .selection import POLICIES
+from .targets import TARGETS
 
 
 class ConfigError(ValueError):
@@ -51,9 +51,10 @@ class SelectConfig:
     # replay by default: on the default data it kept more of what the model knew and scored best on
     # the whole set (bench, README "Comparing policies"); `unknown` is the paper's rule, for comparison.
     policy: str = option(
-        "replay", "--policy", type=click.Choice(POLICIES),
+        "replay", "--policy", type=click.Choice(POLICIES.names()),
         help="unknown: what the model got wrong (SLearnLLM); all: everything; replay: unknown plus a share of "
-             "the known; slick: by SliCK category from sampled answers.")
+             "the known; slick: by SliCK category from sampled answers; or one a package declares under the entry "
+             "points slearn_mlx.policies.")
     # Share of the known training records replayed: with a learning rate of 1e-4, 0.75 kept the most of
     # the known on the default data and two shared sets under the previous loop (bare references);
     # not measured again since (README "Choosing the defaults").
@@ -108,7 +109,7 @@ def backend_options(prefix: str, kind: str, base_url: str, api_key_env: str, ser
     def flag(name: str) -> tuple[str, ...]:
         return ("--" + (prefix + name).replace("_", "-"),)
 
-    return {"kind": Option(flag("backend"), kind, click.Choice(tuple(BACKENDS)), name=f"{prefix}backend"),
+    return {"kind": Option(flag("backend"), kind, click.Choice(BACKENDS.names()), name=f"{prefix}backend"),
             "base_url": Option(flag("base_url"), base_url, name=f"{prefix}base_url"),
             "api_key_env": Option(flag("api_key_env"), api_key_env, name=f"{prefix}api_key_env"),
             "model": Option(flag("served_model"), served_model, name=f"{prefix}served_model")}
@@ -132,6 +133,10 @@ class RunConfig:
                                     help="probe: mean log-probability of the reference at which a record counts as "
                                          "known.")
     answer_batch_size: int = option(64, "--answer-batch-size", type=click.IntRange(1))
+    graders: list[str] = option([], "--grader", multiple=True,
+                                help="KIND=NAME: grade the records of this kind with this grader instead of the rule "
+                                     f"picked for each (repeatable): {', '.join(GRADERS.names())}, or one a package "
+                                     "declares under the entry points slearn_mlx.graders.")
     # None: the model being adapted, without its adapter.
     judge_model: str | None = option(None, "--judge-model", help="Model that grades the --judge-kind records "
                                                                  "[default: --model].")
@@ -145,13 +150,14 @@ class RunConfig:
     backend: Backend = field(default_factory=Backend, metadata={"options": backend_options(
         "",
         kind="Who answers in the diagnosis: mlx, the model in this process; openai, a server at --base-url serving "
-             "the same model (evaluation always answers in-process, with the adapter).",
+             "the same model; or one a package declares under the entry points slearn_mlx.backends (evaluation "
+             "always answers in-process, with the adapter).",
         base_url="openai backend: the API's URL, e.g. http://127.0.0.1:8080/v1.",
         api_key_env="openai backend: environment variable holding the API key.",
         served_model="openai backend: the name the server knows the model by [default: the server's own model].")})
     judge_backend: Backend = field(default_factory=Backend, metadata={"options": backend_options(
         "judge_",
-        kind="Who judges free-form answers: mlx (--judge-model in this process) or openai.",
+        kind="Who judges free-form answers: mlx (--judge-model in this process), openai, or a package's.",
         base_url="openai judge backend: the API's URL.",
         api_key_env="openai judge backend: environment variable holding the API key.",
         served_model="openai judge backend: the name the server knows the judge by.")})
@@ -163,21 +169,23 @@ class RunConfig:
         select = SelectConfig(**{**obj["select"], "slick_keep": tuple(obj["select"]["slick_keep"])})
         backends = {name: Backend(**obj[name]) for name in ("backend", "judge_backend") if name in obj}
         train = TrainConfig(**{**ADDED_LATER["train"], **obj["train"]})
-        return cls(**{**obj, "select": select, "train": train, **backends})
+        return cls(**{**ADDED_LATER[None], **obj, "select": select, "train": train, **backends})
 
     def to_json(self) -> dict:
         """As config.json holds it (tuples become lists), so a reread config compares equal. A setting added
         later is left out while it has the value that runs made before it had, so their folders reopen."""
         obj = json.loads(json.dumps({**asdict(self), "data_sha256": file_digest(Path(self.data))}))
         for part, added in ADDED_LATER.items():
+            holder = obj[part] if part else obj
             for name, value in added.items():
-                if obj[part][name] == value:
-                    del obj[part][name]
+                if holder[name] == value:
+                    del holder[name]
         return obj
 
 
-# Settings added after config.json was first written, with the value that reproduces runs made before them.
-ADDED_LATER = {"train": {"recheck": 1.0}}
+# Settings added after config.json was first written, by the part that holds them (None: RunConfig's own),
+# with the value that reproduces runs made before them.
+ADDED_LATER = {None: {"graders": []}, "train": {"recheck": 1.0}}
 
 
 @dataclass(frozen=True)
@@ -253,4 +261,11 @@ def resolve_config(data: str | None, model: str | None, **options) -> RunConfig:
             raise ConfigError(f"{name} {backend.kind} needs the server's URL (--base-url / --judge-base-url)")
     if config.diagnosis == "probe" and BACKENDS[config.backend.kind].remote:
         raise ConfigError("--diagnosis probe scores the reference inside the model: it needs --backend mlx")
+    chosen = graders_by_kind(config.graders)
+    if len(chosen) < len(config.graders) or not set(chosen) <= set(KINDS) or not all(chosen.values()):
+        raise ConfigError(f"--grader {' '.join(config.graders)}: give KIND=NAME, once per kind of {', '.join(KINDS)}")
+    if judged := set(chosen) & set(config.judge_kinds):
+        raise ConfigError(f"--grader and --judge-kind both name {', '.join(sorted(judged))}: a kind is graded one way")
+    for name in chosen.values():
+        GRADERS[name]  # an unknown grader, or a plug-in that cannot be loaded, stops the run before any work
     return config

@@ -5,7 +5,8 @@ normalised exact match and the reference as the response's own pick for short an
 denied, not a side remark, not part of a longer name), numbers in digits or words with units
 (temperatures by offset) within a relative tolerance, the option picked for multiple choice (by
 letter in either case or by its text, after the options the response eliminates), and token
-overlap (ROUGE-L with shared key terms) for long answers. `auto_grade` sends a kind of record to a judge
+overlap (ROUGE-L with shared key terms) for long answers. A kind of record can be given a grader of
+its own by name, a package's among them (GRADERS). `auto_grade` sends a kind of record to a judge
 (judge.py) only when asked to, because on the default model it was measured worse than the rules
 (benchmarks/grading.py). Every response is data: a rule or gate decides first what a response
 cannot earn, whatever it says. Nothing here needs MLX or a model.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from .data import DEFAULT_LETTERS, Record
 from .numerals import numerals
+from .plugins import Registry
 
 ARTICLES = {"a", "an", "the"}
 WORD = re.compile(r"[^\W_]+")
@@ -693,27 +695,50 @@ def multiple_choice(response: str, record: Record) -> bool:
     return option_letter(response, options_of(record), record.question) == record.answer.strip().upper()
 
 
-def rule_for(record: Record) -> tuple[str, Callable[[str, Record], float], float]:
-    """The rule that grades a record, picked from its kind and the shape of its reference:
-    its name, its scorer and the score that counts as correct."""
+@dataclass(frozen=True)
+class Rule:
+    """A rule grader: `score(response, record)`, and the score from which the response is right (a rule
+    that says True or False scores 1 or 0)."""
+    score: Callable[[str, Record], float]
+    threshold: float = 1.0
+
+
+# The rule graders by name, and those of installed packages under the entry-point group slearn_mlx.graders
+# (plugins.py; a plain function of (response, record) is a Rule of threshold 1). `--grader KIND=NAME`
+# grades every record of a kind by one of them, instead of the rule picked for it (rule_for).
+GRADERS = Registry("grader", "slearn_mlx.graders", Rule, {
+    "option_letter": Rule(multiple_choice), "rouge_l": Rule(long_answer, LONG_THRESHOLD),
+    "number": Rule(numeric_match), "alias_contains": Rule(alias_contains)})
+
+
+def graders_by_kind(choices: list[str]) -> dict[str, str]:
+    """The KIND=NAME choices of --grader as {kind: name}."""
+    return dict(choice.partition("=")[::2] for choice in choices)
+
+
+def rule_for(record: Record) -> str:
+    """The name of the rule that grades a record, picked from its kind and the shape of its reference."""
     if record.kind == "mcq":
-        return "option_letter", multiple_choice, 1.0
+        return "option_letter"
     if record.kind == "long":
-        return "rouge_l", long_answer, LONG_THRESHOLD
+        return "rouge_l"
     if is_measurement(record.answer):
-        return "number", numeric_match, 1.0
-    return "alias_contains", alias_contains, 1.0
+        return "number"
+    return "alias_contains"
 
 
-def grade_by_rule(record: Record, response: str, judged_kinds: frozenset[str] = frozenset()) -> Grade | None:
-    """A rule's grade, or None when the record's kind is sent to the judge."""
+def grade_by_rule(record: Record, response: str, judged_kinds: frozenset[str] = frozenset(),
+                  graders: dict[str, str] | None = None) -> Grade | None:
+    """The grade of the grader chosen for the record's kind in `graders`, else of the rule for it; None when
+    the record's kind is sent to the judge. An unsure response is wrong whatever the grader."""
     if record.kind in judged_kinds:
         return None
-    name, scorer, threshold = rule_for(record)
+    name = (graders or {}).get(record.kind) or rule_for(record)
+    rule = GRADERS[name]
     if is_unsure(response, record):
         return Grade(False, name, 0.0, unsure=True)
-    score = float(scorer(response, record))
-    return Grade(score >= threshold, name, score)
+    score = float(rule.score(response, record))
+    return Grade(score >= rule.threshold, name, score)
 
 
 def reference_text(record: Record) -> str:
@@ -740,10 +765,11 @@ def judge_may_credit(response: str, record: Record) -> bool:
 
 
 def auto_grade(records: list[Record], responses: list[str], judge: Judge | None = None,
-               judged_kinds: frozenset[str] = JUDGED_KINDS) -> list[Grade]:
-    """Each record's grade by the rule for its kind and shape, or, for the judged kinds, by the
-    judge behind a rule gate that no wording of the response can pass."""
-    grades = [grade_by_rule(r, resp, judged_kinds) for r, resp in zip(records, responses)]
+               judged_kinds: frozenset[str] = JUDGED_KINDS, graders: dict[str, str] | None = None) -> list[Grade]:
+    """Each record's grade by the rule for its kind and shape (or the grader `graders` names for its
+    kind), or, for the judged kinds, by the judge behind a rule gate that no wording of the response can
+    pass."""
+    grades = [grade_by_rule(r, resp, judged_kinds, graders) for r, resp in zip(records, responses)]
     for i, g in enumerate(grades):
         if g is None and not judge_may_credit(responses[i], records[i]):
             grades[i] = Grade(False, "judge_gate", 0.0, unsure=is_unsure(responses[i], records[i]))

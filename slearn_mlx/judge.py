@@ -8,18 +8,14 @@ front of it, and which kinds of record reach it, are grade.py's.
 """
 
 import math
-from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
 from .data import Record
 from .forward import Span, answer_logits, pack, plan
 from .grade import Grade, reference_text
-from .openai_api import complete, parallel
+from .openai_api import Backend, complete, parallel
 from .prompts import chat_tokens, question_text
-
-if TYPE_CHECKING:
-    from .backends import Backend
 
 # Even odds. With SmolLM2-135M as the judge, the best threshold on trivia_mixed (0.296, kappa 0.28)
 # fell to kappa 0.01 on vera_acronyms (benchmarks/grading.py): no measured value carries over.
@@ -121,7 +117,7 @@ def logsumexp(values: list[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def judge_on_server(backend: "Backend", items: list[tuple[Record, str]], concurrency: int = 4,
+def judge_on_server(backend: Backend, items: list[tuple[Record, str]], concurrency: int = 4,
                     threshold: float = JUDGE_THRESHOLD) -> list[Grade]:
     """The same judge asked over an OpenAI-compatible server; `threshold` as --judge-threshold."""
     def one(item: tuple[Record, str]) -> Grade:

@@ -10,22 +10,20 @@ import time
 from pathlib import Path
 
 from . import distributed
-from .answer import generate, in_process
+from .answer import in_process
 from .artifacts import read_rows, write_rows
 from .backends import base_answerer_and_grader, grader
 from .config import RunConfig
-from .data import Record
 from .forward import plan
-from .grade import Grader
 from .metrics import finish_metrics
 from .models import load_model
 from .probe import probe_batch
 from .progress import stage_started
-from .rows import answer_and_grade, graded, rows_for, sample_and_grade
-from .run import STAGES, Run, RunError, create_run, finished_stages, load_run, mark_finished
-from .select import select_records
+from .resumable_rows import answer_and_grade, rows_for, sample_and_grade
+from .run import STAGES, Run, RunError, create_run, finished_stages, load_config, load_run, mark_finished
+from .selection import POLICIES, select_records
 from .targets import restate as restated
-from .train import Check, Example, train_lora, word_for_word
+from .train import Example, graded_check, train_lora
 
 
 def diagnose(run_dir: Path) -> None:
@@ -111,43 +109,6 @@ def select(run_dir: Path) -> None:
     mark_finished(run_dir, "select", time.perf_counter() - start, selected=sum(r["selected"] for r in rows))
 
 
-def epoch_check(run: Run, model, tokenizer, grade: Grader) -> Check:
-    """The check after each epoch, with the model in training: the training records answered, an answer
-    that is not the one expected word for word graded; and for the epochs that are kept, the validation
-    records, never trained on, answered and graded as a guard for the report (drafted by the base
-    model's answers). The ranks share the answering like the diagnosis's, through a file per epoch,
-    which also lets a check cut short by a kill resume: the epoch is trained again to the same weights
-    from its start."""
-    said = word_for_word(model, tokenizer)
-    validation = run.records_in("validation")
-    base_answers = {row["id"]: row.get("response") for row in read_rows(run.dir / "diagnosis.jsonl")}
-
-    def rows(records: list[Record], epoch: int, scorer) -> list[dict]:
-        return rows_for(records, run.dir / "adapter" / f"check-epoch{epoch}.jsonl", run.config.answer_batch_size,
-                        f"check epoch {epoch}", scorer)
-
-    def answer(records: list[Record], expected: list[tuple[str, list[int] | None]], epoch: int) -> list[dict]:
-        expected_of = {r.id: e for r, e in zip(records, expected)}
-
-        def scorer(batch: list[Record]) -> list[dict]:
-            heard = said(batch, [expected_of[r.id] for r in batch], epoch)
-            departed = [i for i, row in enumerate(heard) if not row["correct"]]
-            grades = graded([batch[i] for i in departed], [heard[i]["response"] for i in departed], grade)
-            for i, row in zip(departed, grades):
-                heard[i].update(row)
-            return heard
-        return rows(records, epoch, scorer)
-
-    def guard(epoch: int) -> dict:
-        def scorer(batch: list[Record]) -> list[dict]:
-            answers = generate(model, tokenizer, batch, drafts=[base_answers.get(r.id) for r in batch])
-            return graded(batch, [text for text, _ in answers], grade)
-        guarded = rows(validation, epoch, scorer)
-        return {"validation_accuracy": sum(r["correct"] for r in guarded) / len(guarded)} if guarded else {}
-
-    return Check(answer, guard)
-
-
 def train(run_dir: Path) -> None:
     run = load_run(run_dir)
     start = time.perf_counter()
@@ -158,10 +119,15 @@ def train(run_dir: Path) -> None:
         return
     by_id = {r.id: r for r in run.records}
     model, tokenizer = load_model(Path(run.config.model))
-    grade = grader(run.config)  # not the model in training: it must judge as the base model
     examples = [Example(by_id[s["id"]], s["target"], s["expected"], s["known"], s["selected"]) for s in selection]
-    check = epoch_check(run, model, tokenizer, grade) if run.config.train.check else None
-    facts = train_lora(model, tokenizer, examples, run.config.train, run_dir / "adapter", check)
+    adapter_dir = run_dir / "adapter"
+    check = None
+    if run.config.train.check:
+        base_answers = {row["id"]: row.get("response") for row in read_rows(run_dir / "diagnosis.jsonl")}
+        # The run's grader, not the model in training: it must judge as the base model.
+        check = graded_check(model, tokenizer, grader(run.config), run.records_in("validation"), base_answers,
+                             run.config.answer_batch_size, adapter_dir)
+    facts = train_lora(model, tokenizer, examples, run.config.train, adapter_dir, check)
     mark_finished(run_dir, "train", time.perf_counter() - start, **facts)
 
 
@@ -182,15 +148,21 @@ STAGE_FUNCTIONS = {"diagnose": diagnose, "sample": sample, "restate": restate, "
 
 
 def stages_for(config: RunConfig) -> list[str]:
-    skipped = {"sample": config.select.policy != "slick", "restate": config.select.targets != "own"}
+    skipped = {"sample": not POLICIES[config.select.policy].samples, "restate": config.select.targets != "own"}
     return [s for s in STAGES if not skipped.get(s)]
 
 
-def adapt(config: RunConfig, run_dir: Path) -> dict:
-    """The whole loop; stages already finished in run_dir are not redone."""
-    distributed.on_main(create_run, config, run_dir)
-    for stage in stages_for(config):
+def run_stages(run_dir: Path) -> dict:
+    """Every stage of the run folder that is not finished yet, in order; the run's metrics."""
+    for stage in stages_for(load_config(run_dir)):
         if stage not in finished_stages(run_dir):
             stage_started(stage)
             STAGE_FUNCTIONS[stage](run_dir)
     return finish_metrics(run_dir)
+
+
+def adapt(config: RunConfig, run_dir: Path) -> dict:
+    """The whole loop: the run folder made (or reopened, when it holds this configuration), then its
+    stages; those already finished are not redone."""
+    distributed.on_main(create_run, config, run_dir)
+    return run_stages(run_dir)

@@ -13,13 +13,10 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
-
-if TYPE_CHECKING:
-    from .backends import Backend
 
 TIMEOUT_SECONDS = 300  # one request; a long answer on a busy CPU server takes a while
 ATTEMPTS = 5  # backoff about 0.5, 1, 2, 4 s: a server restarting within ~8 s is waited for
@@ -27,6 +24,17 @@ BACKOFF_SECONDS = 0.5
 MAX_RETRY_AFTER_SECONDS = 60  # a Retry-After beyond this is waited for this long, so a run never hangs
 RETRIED_STATUS = {408, 429}  # with every 5xx: the server is overloaded, timed out or restarting
 CHECK_TIMEOUT_SECONDS = 30
+
+
+@dataclass
+class Backend:
+    """Who answers or judges in a run (--backend, --judge-backend): a kind of backends.py's, and where its
+    server is, which is all a request here reads. It lives beside the requests so that backends.py and
+    judge.py, which both send them, import it from below rather than from each other."""
+    kind: str = "mlx"  # a key of backends.BACKENDS
+    base_url: str | None = None  # including the API prefix, e.g. http://127.0.0.1:8080/v1
+    api_key_env: str | None = None  # name of the environment variable holding the API key
+    model: str | None = None  # the name the server knows the model by; None: its default model
 
 
 class ServerError(RuntimeError):
@@ -41,11 +49,11 @@ class Transient(Exception):
         self.retry_after = retry_after
 
 
-def endpoint(backend: "Backend", path: str) -> str:
+def endpoint(backend: Backend, path: str) -> str:
     return backend.base_url.rstrip("/") + path
 
 
-def headers(backend: "Backend") -> dict:
+def headers(backend: Backend) -> dict:
     result = {"Content-Type": "application/json"}
     if backend.api_key_env:
         key = os.environ.get(backend.api_key_env)
@@ -59,7 +67,7 @@ CLIENTS: dict[tuple, httpx.Client] = {}
 CLIENTS_LOCK = threading.Lock()
 
 
-def client(backend: "Backend") -> httpx.Client:
+def client(backend: Backend) -> httpx.Client:
     """One client per server and key, shared by the threads: its connections are kept alive."""
     key = (backend.base_url, backend.api_key_env)
     with CLIENTS_LOCK:
@@ -87,7 +95,7 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def post(backend: "Backend", url: str, body: dict) -> dict:
+def post(backend: Backend, url: str, body: dict) -> dict:
     """One attempt: the JSON answer, a Transient failure, or a ServerError."""
     try:
         response = client(backend).post(url, json=body)
@@ -113,7 +121,7 @@ def backoff(state) -> float:
     return JITTERED_BACKOFF(state) if asked is None else min(asked, MAX_RETRY_AFTER_SECONDS)
 
 
-def request(backend: "Backend", path: str, body: dict) -> dict:
+def request(backend: Backend, path: str, body: dict) -> dict:
     """POST JSON, with retries; a one-line ServerError when it cannot succeed."""
     url = endpoint(backend, path)
     attempts = Retrying(stop=stop_after_attempt(ATTEMPTS), wait=backoff, retry=retry_if_exception_type(Transient),
@@ -124,7 +132,7 @@ def request(backend: "Backend", path: str, body: dict) -> dict:
         raise ServerError(f"no answer from {url} after {ATTEMPTS} attempts ({e}); is the server still up?") from None
 
 
-def check_server(backend: "Backend") -> None:
+def check_server(backend: Backend) -> None:
     """Fail at once, naming the URL, when nothing listens there: before any work, not after retries.
 
     Any HTTP answer counts as up (mlx_lm.server's /models can fail without a Hugging Face cache);
@@ -139,7 +147,7 @@ def check_server(backend: "Backend") -> None:
         raise ServerError(f"{endpoint(backend, '/models')} refused the API key: HTTP {response.status_code}")
 
 
-def complete(backend: "Backend", messages: list[dict], max_tokens: int, temperature: float, **extra) -> dict:
+def complete(backend: Backend, messages: list[dict], max_tokens: int, temperature: float, **extra) -> dict:
     """The first choice of a chat completion."""
     body = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature, **extra}
     if backend.model:

@@ -73,7 +73,8 @@ def create_run(config: RunConfig, run_dir: Path, force: bool = False, skip_inval
     in refused.json, and counted in the report.
     """
     config_path = run_dir / "config.json"
-    if config_path.exists() and read_json(config_path) == config.to_json():
+    config_json = config.to_json()  # with the data file's digest, read once
+    if config_path.exists() and read_json(config_path) == config_json:
         return run_dir  # its records were read when it was made; the data file is the same
     records, refused = read_records(Path(config.data))
     records = usable_records(Path(config.data), records, refused, skip_invalid)  # before any model work
@@ -92,7 +93,7 @@ def create_run(config: RunConfig, run_dir: Path, force: bool = False, skip_inval
     write_rows(run_dir / "records.jsonl", [{**r.to_json(), "split": splits[r.id]} for r in records])
     write_json(run_dir / "versions.json", versions())
     write_config_file(run_dir / SAVED_NAME, options_of(config))
-    write_json(config_path, config.to_json())  # last: a folder with it is a complete one
+    write_json(config_path, config_json)  # last: a folder with it is a complete one
     return run_dir
 
 
@@ -120,14 +121,20 @@ class Run:
         return [r for r in self.records if self.splits[r.id] == split]
 
 
-def load_run(run_dir: Path) -> Run:
+def load_config(run_dir: Path) -> RunConfig:
+    """The configuration a run folder was made with, without reading its records."""
     if not (run_dir / "config.json").exists():
         raise RunError(f"{run_dir}: not a run folder (no config.json); start one with `adapt` or `diagnose`")
     obj = read_json(run_dir / "config.json")
     obj.pop("data_sha256")
+    return RunConfig.from_json(obj)
+
+
+def load_run(run_dir: Path) -> Run:
+    config = load_config(run_dir)
     rows = read_rows(run_dir / "records.jsonl")
     splits = {row["id"]: row.pop("split") for row in rows}
-    return Run(run_dir, RunConfig.from_json(obj), [Record(**row) for row in rows], splits)
+    return Run(run_dir, config, [Record(**row) for row in rows], splits)
 
 
 def finished_stages(run_dir: Path) -> dict:

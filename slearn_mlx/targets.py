@@ -15,8 +15,9 @@ from dataclasses import replace
 from .answer import Answerer
 from .data import Record
 from .grade import Grader, reference_text
-from .rows import graded
+from .resumable_rows import graded
 
+TARGETS = ("own", "reference")  # --targets
 HINT = "The correct answer is: {}. Answer the question in your usual way."
 
 

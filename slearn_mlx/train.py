@@ -3,8 +3,8 @@
 Each epoch trains on the records the model does not answer right yet. After it, a check of every
 training record, known and unknown alike: the model answers it greedily (with its expected answer, its
 target or what it said right before, as a draft where drafts pay: decode.py). An answer said word for
-word as expected is right; any other is graded (the `Check` the loop passes in), since a rewording can
-be right too, and a right rewording becomes what the next check expects.
+word as expected is right; any other is graded (`graded_check`, which the loop passes in with the run's
+grader), since a rewording can be right too, and a right rewording becomes what the next check expects.
 Right records leave the next epoch and wrong ones, known records forgotten included, come back in:
 later epochs train on what is still missing, which is where the time goes down. A few hard records
 alone pull the model away from everything else (on the default data, one such epoch lost a third of
@@ -47,9 +47,11 @@ from .config import TrainConfig
 from .data import Record
 from .answer import generate
 from .forward import Plan, answer_logits, pack, plan
+from .grade import Grader
 from .models import lora_parameter_count
 from .probe import target_span
 from .progress import epoch_line
+from .resumable_rows import graded, rows_for
 
 log = logging.getLogger("slearn_mlx")
 
@@ -74,7 +76,7 @@ CheckAnswers = Callable[[list[Record], list[tuple[str, list[int] | None]], int],
 @dataclass
 class Check:
     """What training asks after each epoch: `answer` the training records; `guard(epoch)`, for an epoch
-    that is kept, anything else worth measuring with its adapter (the loop's validation guard)."""
+    that is kept, anything else worth measuring with its adapter (graded_check's validation guard)."""
     answer: CheckAnswers
     guard: Callable[[int], dict] | None = None
 
@@ -86,6 +88,42 @@ def word_for_word(model, tokenizer) -> CheckAnswers:
         return [{"id": r.id, "response": text, "tokens": tokens, "correct": text == wanted, "grader": "word for word"}
                 for r, (text, tokens), (wanted, _) in zip(records, said, expected)]
     return answer
+
+
+def graded_check(model, tokenizer, grade: Grader, validation: list[Record], drafts: dict[str, str | None],
+                 batch_size: int, adapter_dir: Path) -> Check:
+    """The check of a run (the loop passes it in, with the run's grader and validation records): the training
+    records answered, an answer that is not the one expected word for word graded; and for the epochs that
+    are kept, the validation records, never trained on, answered (drafted by `drafts`, the base model's
+    answers) and graded as a guard for the report. The ranks share the answering like the diagnosis's,
+    through a file per epoch in the adapter folder, which also lets a check cut short by a kill resume: the
+    epoch is trained again to the same weights from its start."""
+    said = word_for_word(model, tokenizer)
+
+    def rows(records: list[Record], epoch: int, scorer) -> list[dict]:
+        return rows_for(records, adapter_dir / f"check-epoch{epoch}.jsonl", batch_size, f"check epoch {epoch}",
+                        scorer)
+
+    def answer(records: list[Record], expected: list[tuple[str, list[int] | None]], epoch: int) -> list[dict]:
+        expected_of = {r.id: e for r, e in zip(records, expected)}
+
+        def scorer(batch: list[Record]) -> list[dict]:
+            heard = said(batch, [expected_of[r.id] for r in batch], epoch)
+            departed = [i for i, row in enumerate(heard) if not row["correct"]]
+            grades = graded([batch[i] for i in departed], [heard[i]["response"] for i in departed], grade)
+            for i, row in zip(departed, grades):
+                heard[i].update(row)
+            return heard
+        return rows(records, epoch, scorer)
+
+    def guard(epoch: int) -> dict:
+        def scorer(batch: list[Record]) -> list[dict]:
+            answers = generate(model, tokenizer, batch, drafts=[drafts.get(r.id) for r in batch])
+            return graded(batch, [text for text, _ in answers], grade)
+        guarded = rows(validation, epoch, scorer)
+        return {"validation_accuracy": sum(r["correct"] for r in guarded) / len(guarded)} if guarded else {}
+
+    return Check(answer, guard)
 
 
 class TrainingError(ValueError):

@@ -47,7 +47,7 @@ def test_bench_compares_policies_on_one_shared_diagnosis(tiny_model, tmp_path):
 
 
 def test_all_on_bare_references_is_charged_no_diagnosis_and_bare_references_no_restatements():
-    from slearn_mlx.bench import method_seconds
+    from slearn_mlx.policy_bench import method_seconds
     from slearn_mlx.config import RunConfig, SelectConfig
 
     stages = {"diagnose": {"seconds": 9.0, "method_seconds": 6.0}, "restate": {"seconds": 3.0},

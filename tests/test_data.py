@@ -153,7 +153,7 @@ def test_csv_rows_are_records_with_line_numbered_errors(tmp_path):
     path.write_text('question,answer\n"Q\nspanning",A\nQ2?,\nQ3?,A,extra\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"d\.csv:4: missing field 'answer'"):
         load_records(path)
-    from slearn_mlx.check import check_dataset
+    from slearn_mlx.data_check import check_dataset
     assert check_dataset(path).problems == [f"{path}:4: missing field 'answer'",
                                             f"{path}:5: 3 cells, but the header has 2"]
 

@@ -13,7 +13,7 @@ from slearn_mlx.data import Record
 from slearn_mlx.grade import auto_grade
 from slearn_mlx.metrics import accuracy_table
 from slearn_mlx.report import render_report
-from slearn_mlx.rows import rank_file, rank_files, rows_for, score
+from slearn_mlx.resumable_rows import rank_file, rank_files, rows_for, score
 
 RESPONSES = {"a": "Ankara", "b": "Perhaps Ankara? I really can't say.", "c": "Istanbul"}
 RECORDS = [Record(id=i, question="What is the capital of Turkey?", answer="Ankara", kind="short") for i in RESPONSES]

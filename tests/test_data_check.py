@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, qa_rows, write_jsonl
-from slearn_mlx.check import check_dataset
+from slearn_mlx.data_check import check_dataset
 from slearn_mlx.cli import cli
 from slearn_mlx.data import DataError, load_records
 
@@ -64,5 +64,5 @@ def test_over_long_examples_are_named_at_the_users_limit_and_left_out_not_cut(tm
 
 
 def test_check_does_not_import_the_trainer():
-    probe = "import sys, slearn_mlx.check; print('slearn_mlx.train' in sys.modules)"
+    probe = "import sys, slearn_mlx.data_check; print('slearn_mlx.train' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True).stdout.strip() == "False"

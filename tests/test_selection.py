@@ -2,7 +2,7 @@ import pytest
 
 from slearn_mlx.data import Record
 from slearn_mlx.config import SelectConfig
-from slearn_mlx.select import select_records, slick_category
+from slearn_mlx.selection import select_records, slick_category
 
 RECORDS = [Record(id=f"r{i}", question=f"Q{i}", answer=f"A{i}", kind="short") for i in range(10)]
 # r0-r5 known (own answers are verbose), r6-r9 unknown; r9 is outside the training split.

@@ -17,9 +17,10 @@ from pathlib import Path
 from . import distributed
 from .artifacts import write_atomic, write_json
 from .config import RunConfig
-from .loop import adapt
+from .loop import run_stages
 from .report import percent
 from .run import create_run, finished_stages, write_stage
+from .selection import POLICIES
 
 ACCURACY_COLUMNS = ("whole_set", "known", "unknown", "held_out")
 
@@ -44,7 +45,7 @@ def adapt_sharing_diagnosis(config: RunConfig, run_dir: Path, source: Path, forc
     here if source is run_dir)."""
     distributed.on_main(create_run, config, run_dir, force, skip_invalid)
     distributed.on_main(share_stages, source, run_dir)
-    return adapt(config, run_dir)
+    return run_stages(run_dir)
 
 
 def accuracies(metrics: dict, when: str) -> dict:
@@ -55,7 +56,7 @@ def accuracies(metrics: dict, when: str) -> dict:
 def method_seconds(config: RunConfig, stages: dict) -> dict:
     """What the method spent: answering before training, and training with its checks."""
     diagnose = stages["diagnose"]
-    needs_answers = config.select.policy != "all" or config.select.targets == "own"
+    needs_answers = POLICIES[config.select.policy].by_diagnosis or config.select.targets == "own"
     diagnosis = diagnose.get("method_seconds", diagnose["seconds"]) if needs_answers else 0.0
     diagnosis += stages.get("sample", {}).get("seconds", 0.0)
     restate = stages.get("restate", {}).get("seconds", 0.0) if config.select.targets == "own" else 0.0
