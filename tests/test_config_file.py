@@ -68,10 +68,11 @@ EARLIER_CONFIG = {
 
 def test_an_earlier_config_json_loads_as_it_was_and_names_the_same_run_folder(monkeypatch):
     from slearn_mlx import config as config_module
-    from slearn_mlx.config import RunConfig, TrainConfig, config_fingerprint
+    from slearn_mlx.config import RunConfig, SelectConfig, TrainConfig, config_fingerprint
 
     monkeypatch.setattr(config_module, "file_digest", lambda path: "0" * 64)
     config = RunConfig.from_json(EARLIER_CONFIG)
     assert config.to_json() == {**EARLIER_CONFIG, "data_sha256": "0" * 64}  # so create_run reopens its folder
-    assert config == RunConfig("/data/d.jsonl", "/models/m", train=TrainConfig(epochs=3, patience=1))  # its defaults then
+    assert config == RunConfig("/data/d.jsonl", "/models/m", select=SelectConfig(policy="replay"),
+                               train=TrainConfig(epochs=3, patience=1))  # its defaults then
     assert config_fingerprint(config) == "b355789e"  # the default folder's name, as the earlier code made it

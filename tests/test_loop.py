@@ -72,11 +72,11 @@ def test_metrics_agree_with_the_rows(finished_run):
     assert acc["held_out"]["records"] == round(12 * 0.2) and acc["validation"]["records"] == round(12 * 0.1)
     selected = [s for s in read_rows(run / "selection.jsonl") if s["selected"]]
     never_trained = {r["id"] for r in records if r["split"] != "train"}
-    # replay, the default: every unknown training record and three quarters of the known ones
-    replayed = [s for s in selected if s["known"]]
-    assert acc["known"]["records"] >= 2 and len(replayed) == round(0.75 * acc["known"]["records"])
-    assert all("replayed" in s["reason"] and s["target"] == s["expected"] for s in replayed)  # its own answer
-    assert acc["trained"]["records"] == len(selected) == acc["unknown"]["records"] + len(replayed)
+    # all, the default: every training record, a known one on its own answer
+    known = [s for s in selected if s["known"]]
+    assert acc["known"]["records"] >= 2 and len(known) == acc["known"]["records"]
+    assert all("its own answer" in s["reason"] and s["target"] == s["expected"] for s in known)
+    assert acc["trained"]["records"] == len(selected) == acc["unknown"]["records"] + len(known)
     assert not never_trained & {s["id"] for s in selected}
     assert set(metrics["stage_seconds"]) == {"diagnose", "restate", "select", "train", "evaluate"}
     assert "| whole set | 12 |" in (run / "report.md").read_text()

@@ -65,9 +65,8 @@ def test_adapt_on_a_slice_of_the_default_data(default_model, tmp_path):
     assert acc["whole_set"]["after"] == pytest.approx(sum(r["correct"] for r in after) / 24)
     assert acc["known"]["records"] + acc["unknown"]["records"] == 24 - 6 - 2  # held out 25%, validation 10%
     train_facts = read_json(tmp_path / "run" / "stages.json")["train"]
-    # the default policy, replay: every unknown record and the default share of the known ones
-    replayed = round(acc["known"]["records"] * SelectConfig().replay_fraction)
-    assert train_facts["first_epoch"] == acc["unknown"]["records"] + replayed
+    # the default policy, all: every training record in the first epoch
+    assert SelectConfig().policy == "all" and train_facts["first_epoch"] == acc["known"]["records"] + acc["unknown"]["records"]
     assert train_facts["examples"] == acc["known"]["records"] + acc["unknown"]["records"]  # all checked after an epoch
     assert train_facts["objective"] is not None
 
